@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# tools/test.sh — the whole test suite, exactly as CI runs it (.ci/run calls this script).
+#
+# usage: tools/test.sh [--no-asan] [--no-install] [--] [meson test arguments...]
+#
+#   1. installs missing Debian packages (tools/deps.sh; silent when nothing is missing);
+#   2. build/       (debugoptimized, -Dwerror=true): configure, compile, meson test;
+#   3. build-asan/  (AddressSanitizer + UndefinedBehaviorSanitizer, leak checking on, smaller
+#                   stress test): configure, compile, meson test again;
+#   4. tests/install/run.sh: install build/ into a temporary prefix and build and run a
+#      program against it through pkg-config.
+#
+# Every stage runs even when an earlier one failed (the install test needs build/ to
+# compile). The script ends with a summary and exits non-zero if anything failed.
+# Existing build directories are reconfigured, never set up from scratch.
+#
+# Arguments after the options go to both `meson test` runs, e.g.
+#   tools/test.sh --no-asan test_store        (one suite, normal build only)
+#
+# Environment: DEED_BUILD (default build), DEED_BUILD_ASAN (default build-asan) name the
+# build directories; DEED_SKIP_DEPS=1 skips the package check.
+
+set -uo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root" || exit 1
+# shellcheck source=tools/deps.sh
+. tools/deps.sh
+
+usage()
+{
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+}
+
+run_asan=1
+run_install=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --no-asan) run_asan=0 ;;
+    --no-install) run_install=0 ;;
+    -h | --help)
+        usage
+        exit 0
+        ;;
+    --)
+        shift
+        break
+        ;;
+    -*)
+        # Anything else that looks like an option belongs to meson test.
+        break
+        ;;
+    *) break ;;
+    esac
+    shift
+done
+test_args=("$@")
+
+build=${DEED_BUILD:-build}
+build_asan=${DEED_BUILD_ASAN:-build-asan}
+
+asan_opts=(--buildtype=debugoptimized -Dwerror=false "-Db_sanitize=address,undefined"
+    -Db_lundef=false -Dstress_tasks=200000)
+asan_env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+    UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
+
+# Summary rows and totals.
+summary=()
+total_pass=0
+total_fail=0
+total_skip=0
+any_failed=0
+
+banner()
+{
+    printf '\n==> %s\n' "$*"
+}
+
+# record STAGE STATUS DETAIL SECONDS
+record()
+{
+    summary+=("$(printf '%-12s %-5s %-44s %5ss' "$1" "$2" "$3" "$4")")
+    if [ "$2" = FAIL ]; then
+        any_failed=1
+    fi
+}
+
+# Count the results of the last `meson test` in DIR: prints "pass fail skip".
+count_results()
+{
+    local log="$1/meson-logs/testlog.json"
+    if [ ! -f "$log" ]; then
+        echo "0 0 0"
+        return
+    fi
+    python3 - "$log" <<'EOF'
+import json, sys
+p = f = s = 0
+with open(sys.argv[1]) as fh:
+    for line in fh:
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            r = json.loads(line).get("result", "")
+        except ValueError:
+            continue
+        if r in ("OK", "EXPECTEDFAIL"):
+            p += 1
+        elif r == "SKIP":
+            s += 1
+        else:
+            f += 1
+print(p, f, s)
+EOF
+}
+
+# build_and_test STAGE DIR "ENV..." MESON-OPTIONS...
+# Returns 0 if DIR compiled (whatever the tests said), 1 if it did not.
+build_and_test()
+{
+    local stage=$1 dir=$2 envs=$3
+    shift 3
+    local start=$SECONDS rc p f s
+
+    banner "$stage: configure $dir/ ($*)"
+    if ! deed_configure "$dir" "$@"; then
+        record "$stage" FAIL "meson setup failed ($dir/)" $((SECONDS - start))
+        total_fail=$((total_fail + 1))
+        return 1
+    fi
+    banner "$stage: compile $dir/"
+    if ! meson compile -C "$dir"; then
+        record "$stage" FAIL "compile failed ($dir/)" $((SECONDS - start))
+        total_fail=$((total_fail + 1))
+        return 1
+    fi
+
+    banner "$stage: meson test -C $dir ${envs:+(with $envs)}"
+    rm -f "$dir/meson-logs/testlog.json"
+    # shellcheck disable=SC2086 # $envs is a list of VAR=value words
+    env $envs meson test -C "$dir" --print-errorlogs "${test_args[@]}"
+    rc=$?
+    read -r p f s < <(count_results "$dir")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        f=1 # meson test itself failed (bad arguments, no build, ...)
+    fi
+    total_pass=$((total_pass + p))
+    total_fail=$((total_fail + f))
+    total_skip=$((total_skip + s))
+    local detail="$p passed, $f failed, $s skipped ($dir/)"
+    if [ $((p + f + s)) -eq 0 ]; then
+        detail="no tests ran ($dir/)"
+    fi
+    if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then
+        record "$stage" FAIL "$detail" $((SECONDS - start))
+    else
+        record "$stage" PASS "$detail" $((SECONDS - start))
+    fi
+    return 0
+}
+
+start_all=$SECONDS
+
+banner "dependencies (tools/deps.sh)"
+if deed_deps_ensure; then
+    echo "all packages present"
+else
+    record deps FAIL "could not install the missing packages" 0
+    total_fail=$((total_fail + 1))
+fi
+
+build_ok=0
+if build_and_test build "$build" "" "${DEED_BUILD_OPTS[@]}"; then
+    build_ok=1
+fi
+
+if [ "$run_asan" = 1 ]; then
+    build_and_test asan+ubsan "$build_asan" "${asan_env[*]}" "${asan_opts[@]}"
+else
+    record asan+ubsan SKIP "--no-asan" 0
+fi
+
+if [ "$run_install" = 0 ]; then
+    record install SKIP "--no-install" 0
+elif [ "$build_ok" = 0 ]; then
+    record install SKIP "$build/ did not build" 0
+else
+    banner "install: tests/install/run.sh $build"
+    t=$SECONDS
+    if tests/install/run.sh "$build"; then
+        record install PASS "install + pkg-config + link + run" $((SECONDS - t))
+        total_pass=$((total_pass + 1))
+    else
+        record install FAIL "see the output above" $((SECONDS - t))
+        total_fail=$((total_fail + 1))
+    fi
+fi
+
+printf '\n================================ deed test summary ================================\n'
+printf '%s\n' "${summary[@]}"
+printf '===================================================================================\n'
+if [ "$any_failed" = 1 ]; then
+    printf 'FAILED after %ss\n' $((SECONDS - start_all))
+else
+    printf 'all passed in %ss\n' $((SECONDS - start_all))
+fi
+printf 'tests: %d passed, %d failed, %d skipped\n' "$total_pass" "$total_fail" "$total_skip"
+[ "$any_failed" = 0 ] && [ "$total_fail" = 0 ]
