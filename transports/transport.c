@@ -1,0 +1,34 @@
+/*
+ * transport.c — the table of transports built into libdeed and lookup by name. Owns nothing
+ * else: each transport's state lives in its own directory behind its ops table.
+ *
+ * To add a transport, add its ops table to tp_table and its name to TP_NAMES (both guarded
+ * by the same build option), in order of preference.
+ */
+#include "transport.h"
+
+#include <string.h>
+
+#include "local/local.h"
+
+static const struct tp_ops *const tp_table[] = {
+    &tp_local_ops,
+};
+
+#define TP_NAMES "local"
+
+const struct tp_ops *tp_find(const char *name)
+{
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof(tp_table) / sizeof(tp_table[0]); i++) {
+        if (strcmp(tp_table[i]->name, name) == 0)
+            return tp_table[i];
+    }
+    return NULL;
+}
+
+const char *tp_names(void)
+{
+    return TP_NAMES;
+}
