@@ -56,10 +56,10 @@
 /* A block header. next_free/prev_free exist only while the block is free: they are the
  * first bytes of the payload. */
 struct blk {
-    uint64_t size;             /* whole block, header included; multiple of ALIGN */
-    struct blk *prev_phys;     /* physically previous block in the segment, NULL if first */
-    uint32_t magic;            /* BLK_USED or BLK_FREE */
-    uint32_t seg;              /* segment index */
+    uint64_t size;         /* whole block, header included; multiple of ALIGN */
+    struct blk *prev_phys; /* physically previous block in the segment, NULL if first */
+    uint32_t magic;        /* BLK_USED or BLK_FREE */
+    uint32_t seg;          /* segment index */
     uint64_t reserved;
     struct blk *next_free;
     struct blk *prev_free;
@@ -74,10 +74,10 @@ _Static_assert(sizeof(struct blk) <= MIN_BLOCK, "free block must fit the smalles
 struct store_seg {
     char *base;
     uint64_t len;
-    struct tp_mem *mem;     /* transport registration, NULL without a transport */
-    int tp_allocated;       /* the transport owns the memory (mem_unmap frees it) */
-    struct blk *first;      /* first block header */
-    char *end;              /* end of the last block */
+    struct tp_mem *mem; /* transport registration, NULL without a transport */
+    int tp_allocated;   /* the transport owns the memory (mem_unmap frees it) */
+    struct blk *first;  /* first block header */
+    char *end;          /* end of the last block */
 };
 
 struct store {
@@ -86,9 +86,9 @@ struct store {
     struct tp *tp;
     uint32_t nsegs;
     struct store_seg segs[STORE_MAX_SEGMENTS];
-    uint64_t total;          /* bytes of segment memory */
-    uint64_t max_block;      /* largest block any segment can hold */
-    uint64_t used;           /* bytes in allocated blocks (guarded by lock) */
+    uint64_t total;     /* bytes of segment memory */
+    uint64_t max_block; /* largest block any segment can hold */
+    uint64_t used;      /* bytes in allocated blocks (guarded by lock) */
     uint32_t fl_map;
     uint32_t sl_map[FL_COUNT];
     struct blk *heads[FL_COUNT][SL_COUNT];
@@ -248,8 +248,8 @@ static int seg_create(struct store *s, const struct store_params *p, uint32_t i,
         seg->mem = NULL;
     }
 
-    addr = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                -1, 0);
+    addr =
+        mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (addr == MAP_FAILED) {
         log_error("store: mmap of a %llu-byte segment failed: %s", (unsigned long long)len,
                   strerror(errno));
@@ -261,7 +261,8 @@ static int seg_create(struct store *s, const struct store_params *p, uint32_t i,
     if (p->pin && mlock(addr, len) < 0 && !*warned_pin) {
         *warned_pin = 1;
         log_warn("store: mlock of a %llu-byte segment failed (%s); the store is not pinned "
-                 "(raise RLIMIT_MEMLOCK, ulimit -l)", (unsigned long long)len, strerror(errno));
+                 "(raise RLIMIT_MEMLOCK, ulimit -l)",
+                 (unsigned long long)len, strerror(errno));
     }
     if (p->tp_ops) {
         rc = p->tp_ops->mem_map(p->tp, &addr, len, 0, &seg->mem);
@@ -328,7 +329,7 @@ int store_create(const struct store_params *p, struct store **out)
     struct store *s;
 
     if (!p || !out || p->size == 0 || (p->tp_ops && !p->tp)) {
-        log_error("store: invalid parameters (%s)", !p || !out ? "NULL argument"
+        log_error("store: invalid parameters (%s)", !p || !out     ? "NULL argument"
                                                     : p->size == 0 ? "size 0"
                                                                    : "tp_ops without tp");
         return DEED_ERR_INVALID_ARG;
@@ -383,8 +384,7 @@ void store_destroy(struct store *s)
     if (!s)
         return;
     if (s->used)
-        log_debug("store: destroyed with %llu bytes still allocated",
-                  (unsigned long long)s->used);
+        log_debug("store: destroyed with %llu bytes still allocated", (unsigned long long)s->used);
     for (uint32_t i = 0; i < s->nsegs; i++)
         seg_destroy(s, &s->segs[i]);
     pthread_mutex_destroy(&s->lock);

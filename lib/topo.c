@@ -20,8 +20,7 @@
 /* The type placement treats as a core: cores, or PUs where hwloc reports no cores. */
 static hwloc_obj_type_t topo_core_type(hwloc_topology_t topology)
 {
-    return hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
-                                                                   : HWLOC_OBJ_PU;
+    return hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE : HWLOC_OBJ_PU;
 }
 
 static void topo_reset(struct topo *t)
@@ -97,8 +96,7 @@ int topo_open_synthetic(struct topo *t, const char *desc, hwloc_const_cpuset_t c
         rc = DEED_ERR_INVALID_ARG;
         goto err;
     }
-    t->cpuset = hwloc_bitmap_dup(cpuset ? cpuset
-                                        : hwloc_topology_get_topology_cpuset(t->topology));
+    t->cpuset = hwloc_bitmap_dup(cpuset ? cpuset : hwloc_topology_get_topology_cpuset(t->topology));
     if (!t->cpuset) {
         log_error("topo: out of memory");
         rc = DEED_ERR_NO_MEMORY;

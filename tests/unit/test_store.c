@@ -121,8 +121,9 @@ END_TEST
 START_TEST(alloc_is_aligned_and_inside_its_segment)
 {
     struct store *s = make_store(4 * MiB);
-    static const uint64_t sizes[] = {1, 7, 31, 32, 33, 63, 64, 65, 100, 127, 128, 1000, 2047,
-                                     2048, 2049, 4095, 4096, 65536, 100000, 1 << 20};
+    static const uint64_t sizes[] = {1,    7,    31,   32,    33,     63,     64,
+                                     65,   100,  127,  128,   1000,   2047,   2048,
+                                     2049, 4095, 4096, 65536, 100000, 1 << 20};
     struct store_loc locs[sizeof(sizes) / sizeof(sizes[0])];
 
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
@@ -288,10 +289,10 @@ START_TEST(bad_free_is_detected_without_damage)
     ck_assert_int_eq(store_alloc(s, 1000, &b), DEED_OK);
     memset(a.addr, 0, a.len);
     u = used_of(s);
-    store_free(s, foreign + 64);                /* not store memory */
-    store_free(s, (char *)a.addr + 64);         /* inside a block */
-    store_free(s, (char *)a.addr + 8);          /* misaligned */
-    store_free(s, NULL);                        /* ignored */
+    store_free(s, foreign + 64);        /* not store memory */
+    store_free(s, (char *)a.addr + 64); /* inside a block */
+    store_free(s, (char *)a.addr + 8);  /* misaligned */
+    store_free(s, NULL);                /* ignored */
     ck_assert_uint_eq(used_of(s), u);
     store_free(s, a.addr);
     ck_assert_uint_eq(used_of(s), u / 2);
@@ -353,8 +354,9 @@ START_TEST(random_ops_against_shadow_model)
         int do_alloc = n == 0 || (n < MAXLIVE && rnd() % 100 < 55);
         if (do_alloc) {
             uint64_t r = rnd() % 100;
-            uint64_t size = r < 70 ? 16 + rnd() % 2048
-                                   : r < 97 ? 2048 + rnd() % 65536 : 65536 + rnd() % MiB;
+            uint64_t size = r < 70   ? 16 + rnd() % 2048
+                            : r < 97 ? 2048 + rnd() % 65536
+                                     : 65536 + rnd() % MiB;
             int rc = store_alloc(s, size, &loc);
             if (rc == DEED_ERR_STORE_FULL) {
                 nfull++;

@@ -10,7 +10,7 @@
 #include "log.h"
 #include "topo.h"
 
-#define TWO_PACK "pack:2 numa:1 core:4 pu:2" /* 2 NUMA nodes x 4 cores x 2 PUs */
+#define TWO_PACK "pack:2 numa:1 core:4 pu:2"  /* 2 NUMA nodes x 4 cores x 2 PUs */
 #define FOUR_NUMA "pack:1 numa:4 core:2 pu:1" /* 4 NUMA nodes x 2 cores x 1 PU */
 
 static hwloc_obj_t numa_node(const struct topo *t, unsigned os_index)
@@ -57,8 +57,7 @@ START_TEST(bad_synthetic_description_fails_cleanly)
     int level = deed__log_level;
 
     deed__log_level = -1;
-    ck_assert_int_eq(topo_open_synthetic(&t, "this is not a topology", NULL),
-                     DEED_ERR_INVALID_ARG);
+    ck_assert_int_eq(topo_open_synthetic(&t, "this is not a topology", NULL), DEED_ERR_INVALID_ARG);
     deed__log_level = level;
     ck_assert_ptr_null(t.topology);
     ck_assert_ptr_null(t.cpuset);
@@ -76,7 +75,7 @@ START_TEST(plan_spreads_workers_over_distinct_cores_with_smt_grouped)
     ck_assert_uint_eq(plan.nworkers, 8);
     for (uint32_t i = 0; i < 8; i++) {
         hwloc_obj_t core = core_of(&t, plan.cpusets[i]);
-        ck_assert_ptr_nonnull(core);                       /* one core ... */
+        ck_assert_ptr_nonnull(core);                                    /* one core ... */
         ck_assert(hwloc_bitmap_isequal(plan.cpusets[i], core->cpuset)); /* ... all its PUs */
         ck_assert_int_eq(hwloc_bitmap_weight(plan.cpusets[i]), 2);
         ck_assert(!hwloc_bitmap_intersects(all, plan.cpusets[i])); /* distinct cores */

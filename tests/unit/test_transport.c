@@ -162,9 +162,9 @@ START_TEST(local_mem_map_rkey_get_round_trip)
 
     /* The whole region, without a local registration. */
     memset(dst, 0, N);
-    ck_assert_int_eq(ops->get(tp, 0, dst, NULL, (uint64_t)(uintptr_t)src, rkey, rkey_len, N,
-                              get_cb, &done),
-                     DEED_OK);
+    ck_assert_int_eq(
+        ops->get(tp, 0, dst, NULL, (uint64_t)(uintptr_t)src, rkey, rkey_len, N, get_cb, &done),
+        DEED_OK);
     ck_assert_int_eq(done.calls, 2);
     ck_assert_mem_eq(dst, src, N);
 
@@ -198,16 +198,16 @@ START_TEST(local_get_outside_a_region_is_rejected)
 
     level = quiet();
     /* Past the end, before the start, wrong rank, bad rkey length, local overflow. */
-    ck_assert_int_eq(ops->get(tp, 0, dst, NULL, raddr + N - 8, rkey, rkey_len, 16, get_cb,
-                              &done), DEED_ERR_INVALID_ARG);
+    ck_assert_int_eq(ops->get(tp, 0, dst, NULL, raddr + N - 8, rkey, rkey_len, 16, get_cb, &done),
+                     DEED_ERR_INVALID_ARG);
     ck_assert_int_eq(ops->get(tp, 0, dst, NULL, raddr - 8, rkey, rkey_len, 16, get_cb, &done),
                      DEED_ERR_INVALID_ARG);
     ck_assert_int_eq(ops->get(tp, 1, dst, NULL, raddr, rkey, rkey_len, 16, get_cb, &done),
                      DEED_ERR_INVALID_ARG);
     ck_assert_int_eq(ops->get(tp, 0, dst, NULL, raddr, rkey, rkey_len - 1, 16, get_cb, &done),
                      DEED_ERR_INVALID_ARG);
-    ck_assert_int_eq(ops->get(tp, 0, dst + N - 8, dmem, raddr, rkey, rkey_len, 16, get_cb,
-                              &done), DEED_ERR_INVALID_ARG);
+    ck_assert_int_eq(ops->get(tp, 0, dst + N - 8, dmem, raddr, rkey, rkey_len, 16, get_cb, &done),
+                     DEED_ERR_INVALID_ARG);
     ck_assert_int_eq(done.calls, 0); /* no completion for a rejected get */
 
     /* After unmapping, the rkey is stale. */
@@ -229,8 +229,7 @@ START_TEST(store_segments_registered_with_local_and_readable)
 {
     const struct tp_ops *ops;
     struct tp *tp = local_open(&ops);
-    struct store_params p = {.size = 1 << 20, .numa_node = -1, .pin = 0, .tp_ops = ops,
-                             .tp = tp};
+    struct store_params p = {.size = 1 << 20, .numa_node = -1, .pin = 0, .tp_ops = ops, .tp = tp};
     struct store *s = NULL;
     struct store_loc a, b;
     struct tp_mem *mem = NULL;

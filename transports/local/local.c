@@ -43,7 +43,8 @@ static int local_init(const struct tp_params *params, struct tp **out)
     }
     if (params->nranks != 1) {
         log_error("local transport: supports one-rank jobs only, but the job has %u ranks "
-                  "(use a network transport such as ucx)", params->nranks);
+                  "(use a network transport such as ucx)",
+                  params->nranks);
         return DEED_ERR_UNSUPPORTED;
     }
     if (params->rank != 0) {
@@ -220,7 +221,8 @@ static int local_get(struct tp *tp, uint32_t rank, void *local, struct tp_mem *l
     region = local_region_of(tp, rkey, rkey_len);
     if (!region || !local_inside(region, remote_addr, len)) {
         log_error("local transport: get of %zu bytes at 0x%llx is outside every registered "
-                  "region named by the rkey", len, (unsigned long long)remote_addr);
+                  "region named by the rkey",
+                  len, (unsigned long long)remote_addr);
         return DEED_ERR_INVALID_ARG;
     }
     if (local_mem && !local_inside(local_mem, (uint64_t)(uintptr_t)local, len)) {
