@@ -79,38 +79,38 @@ banner()
 # record STAGE STATUS DETAIL SECONDS
 record()
 {
-    summary+=("$(printf '%-12s %-5s %-44s %5ss' "$1" "$2" "$3" "$4")")
+    summary+=("$(printf '%-11s %-5s %-52s %5ss' "$1" "$2" "$3" "$4")")
     if [ "$2" = FAIL ]; then
         any_failed=1
     fi
 }
 
-# Count the results of the last `meson test` in DIR: prints "pass fail skip".
+# Count the results of the last `meson test` in DIR: prints "pass fail skip". Reads every
+# meson-logs/testlog*.json (a --wrapper or --setup changes the name); the caller removes
+# them before running the tests.
 count_results()
 {
-    local log="$1/meson-logs/testlog.json"
-    if [ ! -f "$log" ]; then
-        echo "0 0 0"
-        return
-    fi
-    python3 - "$log" <<'EOF'
-import json, sys
+    python3 - "$1"/meson-logs/testlog*.json <<'EOF'
+import json, os, sys
 p = f = s = 0
-with open(sys.argv[1]) as fh:
-    for line in fh:
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            r = json.loads(line).get("result", "")
-        except ValueError:
-            continue
-        if r in ("OK", "EXPECTEDFAIL"):
-            p += 1
-        elif r == "SKIP":
-            s += 1
-        else:
-            f += 1
+for path in sys.argv[1:]:
+    if not os.path.isfile(path):
+        continue
+    with open(path) as fh:
+        for line in fh:
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                r = json.loads(line).get("result", "")
+            except ValueError:
+                continue
+            if r in ("OK", "EXPECTEDFAIL"):
+                p += 1
+            elif r == "SKIP":
+                s += 1
+            else:
+                f += 1
 print(p, f, s)
 EOF
 }
@@ -137,7 +137,7 @@ build_and_test()
     fi
 
     banner "$stage: meson test -C $dir ${envs:+(with $envs)}"
-    rm -f "$dir/meson-logs/testlog.json"
+    rm -f "$dir"/meson-logs/testlog*.json
     # shellcheck disable=SC2086 # $envs is a list of VAR=value words
     env $envs meson test -C "$dir" --print-errorlogs "${test_args[@]}"
     rc=$?
@@ -150,7 +150,10 @@ build_and_test()
     total_skip=$((total_skip + s))
     local detail="$p passed, $f failed, $s skipped ($dir/)"
     if [ $((p + f + s)) -eq 0 ]; then
+        # A suite that runs nothing is broken (or the test names given match nothing).
         detail="no tests ran ($dir/)"
+        total_fail=$((total_fail + 1))
+        rc=1
     fi
     if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then
         record "$stage" FAIL "$detail" $((SECONDS - start))
@@ -189,7 +192,7 @@ else
     banner "install: tests/install/run.sh $build"
     t=$SECONDS
     if tests/install/run.sh "$build"; then
-        record install PASS "install + pkg-config + link + run" $((SECONDS - t))
+        record install PASS "install, pkg-config, link, run (+ README example)" $((SECONDS - t))
         total_pass=$((total_pass + 1))
     else
         record install FAIL "see the output above" $((SECONDS - t))
