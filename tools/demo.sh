@@ -45,10 +45,10 @@ fi
 launcher="$build/tools/deedrun"
 rc=0
 if [ -x "$launcher" ]; then
-    echo "demo: $launcher -n $nranks $demo $*"
+    echo "demo: $launcher -n $nranks $demo${*:+ $*}"
     "$launcher" -n "$nranks" "$demo" "$@" || rc=$?
 else
-    echo "demo: $demo $* (one rank)"
+    echo "demo: $demo${*:+ $*} (one rank)"
     "$demo" "$@" || rc=$?
 fi
 if [ "$rc" -ne 0 ]; then
