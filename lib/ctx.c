@@ -1,0 +1,274 @@
+/*
+ * ctx.c — context lifetime: deed_init / deed_finalize and the table of context slots.
+ *
+ * A deed_ctx_t* points into a static array of slots that is never freed, so a call made
+ * with a finalized context finds the slot marked dead and returns DEED_ERR_FINALIZED
+ * instead of touching freed memory. A freed slot is reused only after every other slot has
+ * been used once since (least recently finalized first), so a stale pointer keeps reporting
+ * DEED_ERR_FINALIZED for as long as possible.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "log.h"
+#include "registry.h"
+#include "rt.h"
+#include "transport.h"
+#include "worker.h"
+
+#define MAX_CTX 256
+
+enum { SLOT_FREE = 0, SLOT_RUNNING, SLOT_DEAD };
+
+struct deed_ctx {
+    _Atomic int state;
+    struct rt *rt;
+    uint64_t freed_serial;
+};
+
+static struct deed_ctx slots[MAX_CTX];
+static uint64_t free_serial;
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+
+struct rt *ctx_rt(deed_ctx_t *ctx, deed_status_t *rc)
+{
+    if (ctx == NULL) {
+        *rc = DEED_ERR_INVALID_ARG;
+        return NULL;
+    }
+    if (ctx < slots || ctx >= slots + MAX_CTX) {
+        log_error("deed: the context pointer %p did not come from deed_init", (void *)ctx);
+        *rc = DEED_ERR_INVALID_ARG;
+        return NULL;
+    }
+    if (atomic_load_explicit(&ctx->state, memory_order_acquire) != SLOT_RUNNING) {
+        *rc = DEED_ERR_FINALIZED;
+        return NULL;
+    }
+    return ctx->rt;
+}
+
+static struct deed_ctx *slot_take(void)
+{
+    struct deed_ctx *best = NULL;
+    pthread_mutex_lock(&slots_lock);
+    for (int i = 0; i < MAX_CTX; i++) {
+        struct deed_ctx *s = &slots[i];
+        int st = atomic_load(&s->state);
+        if (st == SLOT_FREE) {
+            best = s;
+            break;
+        }
+        if (st == SLOT_DEAD && (best == NULL || s->freed_serial < best->freed_serial))
+            best = s;
+    }
+    if (best)
+        atomic_store(&best->state, SLOT_FREE + 3); /* reserved */
+    pthread_mutex_unlock(&slots_lock);
+    return best;
+}
+
+static void job_key(uint64_t key[2])
+{
+    const char *s = getenv("DEED_JOB_KEY");
+    if (s && *s) {
+        /* any string: hashed into 128 bits */
+        key[0] = 0xcbf29ce484222325ull;
+        key[1] = 0x84222325cbf29ce4ull;
+        for (; *s; s++) {
+            key[0] = (key[0] ^ (unsigned char)*s) * 0x100000001b3ull;
+            key[1] = (key[1] ^ (unsigned char)*s) * 0x100000001b3ull + key[0];
+        }
+        return;
+    }
+    if (getrandom(key, 2 * sizeof(uint64_t), 0) != 2 * sizeof(uint64_t)) {
+        key[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        key[1] = (uint64_t)(uintptr_t)key ^ (uint64_t)clock();
+    }
+}
+
+static void rt_destroy(struct rt *rt)
+{
+    if (rt->store)
+        store_destroy(rt->store);
+    if (rt->tp)
+        rt->tp_ops->fini(rt->tp);
+    if (rt->topo_ok)
+        topo_close(&rt->topo);
+    free(rt->freelist);
+    free(rt);
+}
+
+DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_out)
+{
+    deed_config_t cfg;
+    deed_status_t rc;
+    struct rt *rt = NULL;
+    struct deed_ctx *slot = NULL;
+    int loop_started = 0;
+
+    if (ctx_out == NULL)
+        return DEED_ERR_INVALID_ARG;
+    *ctx_out = NULL;
+    if (cfg_in) {
+        if (cfg_in->size != sizeof(cfg)) {
+            log_error("deed_init: cfg->size is %u, expected %zu (use deed_config_default)",
+                      cfg_in->size, sizeof(cfg));
+            return DEED_ERR_CONFIG;
+        }
+        cfg = *cfg_in;
+    } else {
+        deed_config_default(&cfg);
+        if ((rc = deed_config_from_env(&cfg)) != DEED_OK)
+            return rc;
+    }
+    if ((rc = config_validate(&cfg)) != DEED_OK)
+        return rc;
+    log_set_level(cfg.log_level);
+
+    slot = slot_take();
+    if (slot == NULL) {
+        log_error("deed_init: more than %d live contexts in this process", MAX_CTX);
+        return DEED_ERR_TOO_MANY;
+    }
+    rt = calloc(1, sizeof(*rt));
+    if (rt == NULL) {
+        rc = DEED_ERR_NO_MEMORY;
+        goto err;
+    }
+    rt->ctx = slot;
+    rt->cfg = cfg;
+    rt->rank = 0;
+    rt->nranks = 1;
+    rt->inline_max = cfg.inline_max;
+    rt->spin_ns = (uint64_t)cfg.spin_us * 1000ull;
+    uint64_t key[2];
+    job_key(key);
+    rt->root = ids_root(key[0], key[1], rt->rank);
+    if (objtab_init(&rt->objs, 1024) != 0) {
+        rc = DEED_ERR_NO_MEMORY;
+        goto err;
+    }
+    rt->topo_ok = topo_open(&rt->topo) == DEED_OK;
+    if (!rt->topo_ok)
+        log_warn("deed_init: hwloc topology unavailable; workers are not pinned");
+
+    rt->tp_ops = tp_find(cfg.transport);
+    struct tp_params tpp = {.rank = rt->rank, .nranks = rt->nranks, .cb_arg = rt};
+    if ((rc = rt->tp_ops->init(&tpp, &rt->tp)) != DEED_OK) {
+        log_error("deed_init: transport '%s' failed to start: %s", cfg.transport,
+                  deed_strerror(rc));
+        rt->tp = NULL;
+        goto err;
+    }
+    struct store_params sp = {
+        .size = cfg.store_size,
+        .numa_node = -1,
+        .pin = 1,
+        .tp_ops = rt->tp_ops,
+        .tp = rt->tp,
+    };
+    if (rt->topo_ok) {
+        struct topo_plan plan;
+        if (topo_plan_workers(&rt->topo, 1, &plan) == DEED_OK) {
+            sp.numa_node = plan.numa_node;
+            topo_plan_free(&plan);
+        }
+    }
+    if ((rc = store_create(&sp, &rt->store)) != DEED_OK) {
+        log_error("deed_init: cannot create the %llu-byte store (DEED_STORE_SIZE)",
+                  (unsigned long long)cfg.store_size);
+        rt->store = NULL;
+        goto err;
+    }
+    if ((rc = loop_start(rt)) != DEED_OK)
+        goto err;
+    loop_started = 1;
+    slot->rt = rt;
+    if ((rc = sched_init(rt)) != DEED_OK)
+        goto err;
+    atomic_store_explicit(&slot->state, SLOT_RUNNING, memory_order_release);
+    log_info("deed_init: rank %u of %u, %u workers, store %llu MiB, transport %s", rt->rank,
+             rt->nranks, rt->sched.nslots, (unsigned long long)(cfg.store_size >> 20),
+             cfg.transport);
+    *ctx_out = slot;
+    return DEED_OK;
+err:
+    if (rt) {
+        if (rt->sched.threads) {
+            sched_stop(rt);
+            sched_fini(rt);
+        }
+        if (loop_started)
+            loop_join(rt);
+        owner_free_all(rt);
+        rt_destroy(rt);
+    }
+    pthread_mutex_lock(&slots_lock);
+    slot->rt = NULL;
+    slot->freed_serial = ++free_serial;
+    atomic_store(&slot->state, SLOT_DEAD);
+    pthread_mutex_unlock(&slots_lock);
+    return rc;
+}
+
+DEED_API deed_status_t deed_finalize(deed_ctx_t *ctx)
+{
+    deed_status_t rc;
+    struct rt *rt = ctx_rt(ctx, &rc);
+    if (rt == NULL)
+        return rc;
+    if (tl_worker != NULL || tl_task != NULL) {
+        log_error("deed_finalize: called from inside a task");
+        return DEED_ERR_IN_TASK;
+    }
+    /* 1. let every submitted task finish */
+    struct req q;
+    memset(&q, 0, sizeof(q));
+    completion_init(&q.done);
+    q.h.type = MSG_QUIESCE;
+    loop_post(rt, &q.h);
+    completion_wait(&q.done, 1, 0, rt->spin_ns);
+    /* 2. no more calls */
+    int expected = SLOT_RUNNING;
+    if (!atomic_compare_exchange_strong(&ctx->state, &expected, SLOT_FREE + 4))
+        return DEED_ERR_FINALIZED; /* another thread finalized meanwhile */
+    /* 3. stop workers, then the loop; free everything */
+    sched_stop(rt);
+    loop_join(rt);
+    /* messages posted after the loop's last drain (e.g. releases) */
+    struct mpsc_node *n;
+    while ((n = mpsc_pop(&rt->inbox)) != NULL) {
+        struct msg *m = (struct msg *)n;
+        if (m->type == MSG_RELEASE || m->type == MSG_HOLD || m->type == MSG_UNPIN)
+            free(m);
+    }
+    sched_fini(rt);
+    owner_free_all(rt);
+    rt_destroy(rt);
+    pthread_mutex_lock(&slots_lock);
+    ctx->rt = NULL;
+    ctx->freed_serial = ++free_serial;
+    atomic_store(&ctx->state, SLOT_DEAD);
+    pthread_mutex_unlock(&slots_lock);
+    return DEED_OK;
+}
+
+DEED_API int deed_rank(deed_ctx_t *ctx)
+{
+    deed_status_t rc = DEED_OK;
+    struct rt *rt = ctx_rt(ctx, &rc);
+    return rt ? (int)rt->rank : rc;
+}
+
+DEED_API int deed_nranks(deed_ctx_t *ctx)
+{
+    deed_status_t rc = DEED_OK;
+    struct rt *rt = ctx_rt(ctx, &rc);
+    return rt ? (int)rt->nranks : rc;
+}

@@ -1,0 +1,121 @@
+/*
+ * objtab.c — open-addressing index of the ownership table (see objtab.h).
+ * The full 64-bit hash is kept per slot so a probe compares rows only on a hash match.
+ */
+#include "objtab.h"
+
+#include <stdlib.h>
+
+#include "ids.h"
+#include "rt.h"
+
+static inline uint64_t slot_hash(uint64_t hi, uint64_t lo, uint32_t index)
+{
+    uint64_t h = ids_obj_hash(hi, lo, index);
+    return h ? h : 1;
+}
+
+int objtab_init(struct objtab *t, uint64_t capacity)
+{
+    uint64_t cap = 64;
+    while (cap < capacity)
+        cap <<= 1;
+    t->slots = calloc(cap, sizeof(*t->slots));
+    if (t->slots == NULL)
+        return -1;
+    t->mask = cap - 1;
+    t->count = 0;
+    return 0;
+}
+
+void objtab_fini(struct objtab *t)
+{
+    free(t->slots);
+    t->slots = NULL;
+}
+
+struct obj *objtab_find(struct objtab *t, uint64_t hi, uint64_t lo, uint32_t index)
+{
+    uint64_t h = slot_hash(hi, lo, index);
+    for (uint64_t i = h & t->mask;; i = (i + 1) & t->mask) {
+        struct objtab_slot *s = &t->slots[i];
+        if (s->hash == 0)
+            return NULL;
+        if (s->hash == h && s->row->id.hi == hi && s->row->id.lo == lo &&
+            s->row->id.index == index)
+            return s->row;
+    }
+}
+
+static void place(struct objtab_slot *slots, uint64_t mask, uint64_t h, struct obj *row)
+{
+    uint64_t i = h & mask;
+    while (slots[i].hash != 0)
+        i = (i + 1) & mask;
+    slots[i].hash = h;
+    slots[i].row = row;
+}
+
+static int grow(struct objtab *t)
+{
+    uint64_t ncap = (t->mask + 1) * 2;
+    struct objtab_slot *ns = calloc(ncap, sizeof(*ns));
+    if (ns == NULL)
+        return -1;
+    for (uint64_t i = 0; i <= t->mask; i++)
+        if (t->slots[i].hash)
+            place(ns, ncap - 1, t->slots[i].hash, t->slots[i].row);
+    free(t->slots);
+    t->slots = ns;
+    t->mask = ncap - 1;
+    return 0;
+}
+
+int objtab_insert(struct objtab *t, struct obj *row)
+{
+    if ((t->count + 1) * 2 > t->mask + 1 && grow(t) != 0)
+        return -1;
+    place(t->slots, t->mask, slot_hash(row->id.hi, row->id.lo, row->id.index), row);
+    t->count++;
+    return 0;
+}
+
+void objtab_remove(struct objtab *t, struct obj *row)
+{
+    uint64_t h = slot_hash(row->id.hi, row->id.lo, row->id.index);
+    uint64_t i = h & t->mask;
+    while (t->slots[i].row != row) {
+        if (t->slots[i].hash == 0)
+            return;
+        i = (i + 1) & t->mask;
+    }
+    /* backward-shift deletion keeps probe sequences intact without tombstones */
+    uint64_t j = i;
+    for (;;) {
+        t->slots[i].hash = 0;
+        t->slots[i].row = NULL;
+        for (;;) {
+            j = (j + 1) & t->mask;
+            if (t->slots[j].hash == 0) {
+                t->count--;
+                return;
+            }
+            uint64_t home = t->slots[j].hash & t->mask;
+            /* can slot j move to i? yes if home is not cyclically in (i, j] */
+            if (i <= j ? (home <= i || home > j) : (home <= i && home > j))
+                break;
+        }
+        t->slots[i] = t->slots[j];
+        i = j;
+    }
+}
+
+struct obj *objtab_next(struct objtab *t, uint64_t *i)
+{
+    while (*i <= t->mask) {
+        struct objtab_slot *s = &t->slots[(*i)++];
+        if (s->hash)
+            return s->row;
+    }
+    return NULL;
+}

@@ -1,0 +1,327 @@
+/*
+ * rt.h — the rank runtime's shared structures: the object row (ownership table entry), the
+ * task spec, the messages API threads post to the loop, and struct rt itself.
+ *
+ * Ownership rules (the invariant that keeps the core lock-free):
+ *   - rows (struct obj), the object table, the task table and all counts are touched ONLY by
+ *     the event-loop thread;
+ *   - a struct task belongs to its submitter until posted, to the loop until it is pushed to
+ *     the ready ring, to one worker while its body runs, then to the loop again (MSG_DONE);
+ *   - API threads talk to the loop only through messages (rt->inbox) and completions.
+ *   - the store and the sched counters are the only state shared directly between threads
+ *     (store: its own lock; sched: atomics).
+ */
+#ifndef DEED_RT_H
+#define DEED_RT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "deed.h"
+#include "ids.h"
+#include "mpsc.h"
+#include "objtab.h"
+#include "ring.h"
+#include "store.h"
+#include "topo.h"
+#include "waiter.h"
+
+struct rt;
+struct task;
+struct worker;
+
+/* ---- error objects ------------------------------------------------------------------- */
+
+/* Shared, refcounted by the loop: one failure propagates to dependents as the same err. */
+struct err {
+    uint32_t refs;
+    int status;       /* deed_status_t returned by get */
+    int user_code;    /* for DEED_ERR_TASK_FAILED: what the task returned */
+    char msg[];
+};
+
+/* ---- waiters: what can wait on a pending row ------------------------------------------ */
+
+enum waiter_kind { W_TASKDEP = 1, W_GET, W_WAITN };
+
+struct waiter {
+    struct waiter *prev, *next;
+    uint8_t kind;
+};
+
+struct wlist {
+    struct waiter *head;
+};
+
+/* ---- ownership table row -------------------------------------------------------------- */
+
+enum obj_state { OBJ_PENDING = 0, OBJ_READY, OBJ_ERROR };
+enum obj_where { WHERE_NONE = 0, WHERE_INLINE, WHERE_STORE };
+
+struct obj {
+    objid_t id;
+    uint8_t state;
+    uint8_t where;
+    uint8_t creating;      /* the creating task has not finished */
+    uint32_t local_refs;   /* ref values held by code on this rank */
+    uint32_t submitted;    /* pending tasks that take it as an argument */
+    uint32_t contained;    /* live outer objects that hold a ref to it */
+    uint32_t pins;         /* views and in-flight copies */
+    void *data;
+    uint64_t size;
+    deed_ref_t *refs;      /* refs contained in this object (each counted in its row) */
+    uint32_t nrefs;
+    struct err *err;
+    struct wlist waiters;
+    struct task *creator;  /* the creating task while it is queued or running */
+};
+
+/* ---- messages -------------------------------------------------------------------------- */
+
+enum msg_type {
+    MSG_SUBMIT = 1, /* struct task */
+    MSG_DONE,       /* struct task, body finished */
+    MSG_PUT,        /* struct put_msg */
+    MSG_RELEASE,    /* struct ref_msg */
+    MSG_HOLD,       /* struct ref_msg: +1 local count, ahead of a contained-ref return */
+    MSG_DUP,        /* struct req */
+    MSG_GET,        /* struct req */
+    MSG_WAIT,       /* struct req */
+    MSG_CANCEL,     /* struct req (via cancel_msg) */
+    MSG_UNPIN,      /* struct ref_msg with row */
+    MSG_STATS,      /* struct req */
+    MSG_QUIESCE,    /* struct req: answered when no task is pending */
+};
+
+struct msg {
+    struct mpsc_node node;
+    uint16_t type;
+};
+
+struct ref_msg {
+    struct msg h;
+    deed_ref_t ref;
+    struct obj *row; /* MSG_UNPIN */
+};
+
+struct put_msg {
+    struct msg h;
+    objid_t id;
+    void *data;       /* malloc'd inline copy, or store block */
+    uint64_t size;
+    uint8_t where;
+    uint32_t nrefs;
+    deed_ref_t *refs; /* malloc'd contained refs; the row takes them */
+};
+
+/* A synchronous request; lives on the caller's stack until the loop completes it. */
+struct wait_node {
+    struct waiter w;
+    struct req *req;
+    struct obj *row;     /* linked into row->waiters while non-NULL */
+    uint32_t i;
+};
+
+struct req {
+    struct msg h;
+    struct msg cancel;   /* MSG_CANCEL, posted on timeout */
+    struct waiter w;     /* MSG_GET: linked into the row's waiters while pending */
+    struct completion done;
+    int status;
+    uint8_t registered;  /* linked as a waiter */
+    uint8_t timed;       /* has a timeout (0 = poll or forever) */
+    int64_t timeout_us;
+    deed_ref_t ref;
+    /* MSG_GET results */
+    struct obj *row;     /* pinned row, if any */
+    const void *data;
+    uint64_t size;
+    const deed_ref_t *refs;
+    uint32_t nrefs;
+    struct err *err;
+    void *copy_buf;      /* get_copy: loop copies small objects straight here */
+    uint64_t copy_cap;
+    uint8_t copied;
+    struct task *_Atomic inline_task; /* GET: the queued producer, offered to the waiter */
+    /* MSG_WAIT */
+    const deed_ref_t *wrefs;
+    struct wait_node *nodes;
+    uint8_t *ready;
+    uint32_t n, k, nready;
+    /* MSG_STATS */
+    deed_stats_t *stats;
+};
+
+/* ---- tasks ----------------------------------------------------------------------------- */
+
+enum task_state { TASK_WAITING = 0, TASK_READY, TASK_RUNNING, TASK_DONE };
+
+struct task_dep {
+    struct waiter w;     /* linked into the arg row's waiters while pending */
+    struct task *task;
+    struct obj *row;     /* resolved row (REF/FUTURE) */
+    uint32_t i;
+    uint8_t linked;      /* w is in row->waiters */
+};
+
+struct task_ret {
+    void *data;
+    uint64_t size;
+    uint8_t where;
+    uint32_t nrefs;
+    deed_ref_t *refs;    /* malloc'd */
+};
+
+struct task {
+    struct msg h;
+    struct task *qnext;  /* loop-owned queues */
+    struct rt *rt;
+    taskid_t id;
+    deed_task_id_t fid;
+    deed_task_fn_t fn;
+    uint32_t nargs, nrets;
+    uint32_t deps_pending;
+    uint8_t state;
+    uint8_t queued;      /* handed to the scheduler: refs/claimed are live */
+    _Atomic uint32_t refs;    /* once queued: the ring's ref + the loop's ref (+ inliners) */
+    _Atomic uint32_t claimed; /* the thread that sets it runs the body */
+    int32_t max_retries;
+    uint64_t nchildren;  /* nested submits made by the body */
+    uint64_t nputs;      /* puts made by the body */
+    deed_arg_t *uargs;   /* what the body sees */
+    struct task_dep *deps;
+    struct obj **retrows;
+    struct task_ret *rets;
+    struct err *err;     /* failure: own or propagated */
+    int fail_code;       /* set by deed_task_fail */
+    char *fail_msg;
+};
+
+/* ---- the runtime ----------------------------------------------------------------------- */
+
+struct sched {
+    struct ring ready;               /* loop -> workers */
+    struct task *overflow_head, *overflow_tail; /* loop-owned, when the ring is full */
+    uint32_t nslots;                 /* W */
+    uint32_t max_threads;
+    _Atomic uint32_t running;        /* threads inside a task body, not blocked */
+    _Atomic uint32_t nthreads;
+    _Atomic uint32_t blocked;
+    _Atomic uint32_t nidle;          /* threads looking for work (at most nslots) */
+    _Atomic uint32_t nspare;         /* parked spare threads, beyond the W idle ones */
+    _Atomic uint32_t spare_wanted;   /* spares asked to become idle threads */
+    struct eventcount spare;         /* spare threads sleep here */
+    _Atomic int stopping;
+    uint32_t pushed;                 /* loop-owned: pushed since the last notify */
+    struct eventcount idle;          /* idle worker threads sleep here */
+    pthread_mutex_t threads_lock;    /* guards threads[] growth */
+    struct worker **threads;
+    uint32_t threads_cap;
+    struct topo_plan plan;
+    int pinned;
+};
+
+struct loop_stats {
+    uint64_t submitted, run, failed, pending, puts, gets, misuse;
+    uint64_t inline_objs, store_objs, inline_bytes;
+};
+
+struct rt {
+    struct deed_ctx *ctx;
+    deed_config_t cfg;
+    uint32_t rank, nranks;
+    uint64_t inline_max;
+    uint64_t spin_ns;
+    taskid_t root;                   /* driver's root task id */
+    _Atomic uint64_t driver_children;
+    _Atomic uint64_t driver_puts;
+
+    /* loop: the state machine runs on whichever thread holds `combiner` (flat combining) */
+    struct mpsc inbox;
+    _Atomic int combiner;            /* 1 while some thread runs the loop's handlers */
+    _Atomic int loop_sleeping;
+    int efd, epfd;
+    pthread_t loop_thread;
+    _Atomic int stop_loop;
+    struct objtab objs;              /* loop-owned */
+    struct loop_stats st;            /* loop-owned */
+    struct req *quiesce;             /* waiting for pending == 0 */
+    struct obj **freelist;           /* loop-owned worklist for cascading frees */
+    uint32_t freelist_len, freelist_cap;
+
+    struct sched sched;
+    struct store *store;
+    struct topo topo;
+    int topo_ok;
+    const struct tp_ops *tp_ops;
+    struct tp *tp;
+    _Atomic uint64_t tasks_run_workers;
+};
+
+/* thread-local: the task running on this thread (NULL on driver threads) */
+extern __thread struct task *tl_task;
+extern __thread struct worker *tl_worker;
+
+/* loop.c */
+int loop_start(struct rt *rt);
+void loop_join(struct rt *rt);
+void loop_post(struct rt *rt, struct msg *m);
+
+/* owner.c (loop thread only) */
+struct obj *owner_create(struct rt *rt, objid_t id);
+struct obj *owner_find(struct rt *rt, deed_ref_t ref);
+void owner_maybe_free(struct rt *rt, struct obj *o);
+void owner_set_value(struct rt *rt, struct obj *o, void *data, uint64_t size, uint8_t where);
+void owner_set_error(struct rt *rt, struct obj *o, struct err *e);
+void owner_free_all(struct rt *rt);
+struct err *err_new(int status, int user_code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+void err_unref(struct err *e);
+static inline struct err *err_ref(struct err *e)
+{
+    e->refs++;
+    return e;
+}
+void value_free(struct rt *rt, void *data, uint8_t where);
+void wlist_add(struct wlist *l, struct waiter *w);
+void wlist_del(struct wlist *l, struct waiter *w);
+
+/* task.c (loop thread) */
+void task_on_submit(struct rt *rt, struct task *t);
+void task_on_done(struct rt *rt, struct task *t);
+void task_dep_ready(struct rt *rt, struct task_dep *d, struct obj *row);
+void task_free(struct task *t);
+void task_unref(struct task *t);            /* any thread: drop a ref of a queued task */
+void task_run(struct rt *rt, struct task *t); /* run the body, post MSG_DONE */
+/* Allocate a task spec with room for nargs args (value bytes: payload) and nrets returns. */
+struct task *task_new(uint32_t nargs, uint32_t nrets, uint64_t payload);
+/* Release what a task's returns hold (values, contained refs) without publishing them. */
+void task_drop_returns(struct rt *rt, struct task *t, int loop_thread);
+
+/* api.c (loop thread) */
+void req_on_get(struct rt *rt, struct req *r);
+void req_on_wait(struct rt *rt, struct req *r);
+void req_on_cancel(struct rt *rt, struct req *r);
+void req_get_fire(struct rt *rt, struct req *r, struct obj *row);
+void req_wait_fire(struct rt *rt, struct wait_node *n);
+void put_on_msg(struct rt *rt, struct put_msg *m);
+
+/* value allocation shared by put and task returns (any thread) */
+deed_status_t value_alloc(struct rt *rt, uint64_t size, void **data, uint8_t *where);
+
+/* sched.c */
+int sched_init(struct rt *rt);
+void sched_fini(struct rt *rt);
+void sched_push(struct rt *rt, struct task *t);   /* loop thread */
+void sched_flush(struct rt *rt);                  /* loop thread */
+void sched_stop(struct rt *rt);
+void sched_block(struct rt *rt);                  /* a worker starts waiting in get */
+void sched_unblock(struct rt *rt);
+struct task *sched_take(struct rt *rt, int *holding); /* worker: next task, slot-limited */
+void sched_idle_wait(struct rt *rt);              /* worker: wait for work or stop */
+
+/* ctx.c */
+struct rt *ctx_rt(deed_ctx_t *ctx, deed_status_t *rc);
+
+#endif /* DEED_RT_H */

@@ -1,0 +1,267 @@
+/*
+ * task.c — the task table side of the loop (design §5): a submitted spec becomes return rows
+ * plus counts on its arguments; it waits for its by-ref arguments, is handed to the
+ * scheduler when they exist, and on completion publishes its returns and drops its argument
+ * counts. Failures are values: an argument that failed (or is unknown) fails the task
+ * without running it, with the same error.
+ *
+ * The spec is one allocation (task_new): header, user-visible args, dependency nodes,
+ * return rows, return values, then the by-value argument bytes.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "registry.h"
+#include "rt.h"
+
+struct task *task_new(uint32_t nargs, uint32_t nrets, uint64_t payload)
+{
+    size_t sz = sizeof(struct task) + nargs * (sizeof(deed_arg_t) + sizeof(struct task_dep)) +
+                nrets * (sizeof(struct obj *) + sizeof(struct task_ret)) + payload;
+    struct task *t = malloc(sz);
+    if (t == NULL)
+        return NULL;
+    memset(t, 0, sizeof(*t));
+    char *p = (char *)(t + 1);
+    t->uargs = (deed_arg_t *)p;
+    p += nargs * sizeof(deed_arg_t);
+    t->deps = (struct task_dep *)p;
+    p += nargs * sizeof(struct task_dep);
+    t->retrows = (struct obj **)p;
+    p += nrets * sizeof(struct obj *);
+    t->rets = (struct task_ret *)p;
+    memset(t->rets, 0, nrets * sizeof(struct task_ret));
+    memset(t->retrows, 0, nrets * sizeof(struct obj *));
+    t->nargs = nargs;
+    t->nrets = nrets;
+    return t;
+}
+
+void task_free(struct task *t)
+{
+    free(t->fail_msg);
+    free(t);
+}
+
+void task_unref(struct task *t)
+{
+    if (atomic_fetch_sub_explicit(&t->refs, 1, memory_order_acq_rel) == 1)
+        task_free(t);
+}
+
+static const char *task_name(struct task *t)
+{
+    const char *n = deed_task_name(t->fid);
+    return n ? n : "?";
+}
+
+static void release_contained(struct rt *rt, deed_ref_t *refs, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        struct obj *o = owner_find(rt, refs[i]);
+        if (o && o->local_refs) {
+            o->local_refs--;
+            owner_maybe_free(rt, o);
+        }
+    }
+}
+
+void task_drop_returns(struct rt *rt, struct task *t, int loop_thread)
+{
+    for (uint32_t i = 0; i < t->nrets; i++) {
+        struct task_ret *r = &t->rets[i];
+        value_free(rt, r->data, r->where);
+        if (loop_thread)
+            release_contained(rt, r->refs, r->nrefs);
+        free(r->refs);
+        memset(r, 0, sizeof(*r));
+    }
+}
+
+/* Publish the returns (or the error) and drop the task's argument counts. */
+static void task_finish(struct rt *rt, struct task *t)
+{
+    if (t->err)
+        rt->st.failed++;
+    for (uint32_t i = 0; i < t->nrets; i++) {
+        struct obj *row = t->retrows[i];
+        struct task_ret *r = &t->rets[i];
+        if (row == NULL)
+            continue;
+        row->creator = NULL;
+        if (t->err) {
+            owner_set_error(rt, row, err_ref(t->err));
+        } else {
+            /* contained refs: the HOLD posted when the return was set becomes a contained
+             * count, so the inner objects can never be freed in between */
+            uint32_t ok = 0, bad = 0;
+            for (uint32_t j = 0; j < r->nrefs; j++) {
+                struct obj *inner = owner_find(rt, r->refs[j]);
+                if (inner == NULL || inner->local_refs == 0) {
+                    bad++;
+                    continue;
+                }
+                inner->local_refs--;
+                inner->contained++;
+                r->refs[ok++] = r->refs[j];
+            }
+            row->refs = r->refs;
+            row->nrefs = ok;
+            r->refs = NULL;
+            if (bad) {
+                value_free(rt, r->data, r->where);
+                owner_set_error(rt, row,
+                                err_new(DEED_ERR_INVALID_REF, 0,
+                                        "return %u of task '%s' contains %u released or "
+                                        "unknown ref(s)",
+                                        i, task_name(t), bad));
+            } else {
+                owner_set_value(rt, row, r->data, r->size, r->where);
+            }
+            memset(r, 0, sizeof(*r));
+        }
+        row->creating = 0;
+        owner_maybe_free(rt, row);
+    }
+    if (t->err)
+        task_drop_returns(rt, t, 1);
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct task_dep *d = &t->deps[i];
+        if (d->row == NULL)
+            continue;
+        if (d->linked) {
+            wlist_del(&d->row->waiters, &d->w);
+            d->linked = 0;
+        }
+        d->row->submitted--;
+        owner_maybe_free(rt, d->row);
+    }
+    err_unref(t->err);
+    t->err = NULL;
+    rt->st.pending--;
+    if (rt->quiesce && rt->st.pending == 0) {
+        struct req *q = rt->quiesce;
+        rt->quiesce = NULL;
+        completion_signal(&q->done);
+    }
+    if (t->queued)
+        task_unref(t); /* the loop's ref; the ring's goes with whoever popped it */
+    else
+        task_free(t);
+}
+
+/* Every by-ref argument exists (or one failed): run the task, or fail it without running. */
+static void task_resolved(struct rt *rt, struct task *t)
+{
+    if (t->err) {
+        task_finish(rt, t);
+        return;
+    }
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        deed_arg_t *a = &t->uargs[i];
+        if (a->kind != DEED_ARG_REF)
+            continue;
+        struct obj *row = t->deps[i].row;
+        a->data = row->data;
+        a->size = row->size;
+        a->refs = row->refs;
+        a->nrefs = row->nrefs;
+    }
+    t->state = TASK_READY;
+    t->queued = 1;
+    atomic_store_explicit(&t->claimed, 0, memory_order_relaxed);
+    atomic_store_explicit(&t->refs, 2, memory_order_relaxed);
+    sched_push(rt, t);
+}
+
+void task_dep_ready(struct rt *rt, struct task_dep *d, struct obj *row)
+{
+    struct task *t = d->task;
+    d->linked = 0;
+    if (row->state == OBJ_ERROR && t->err == NULL) {
+        t->err = err_ref(row->err);
+        /* fail fast: stop waiting for the other arguments */
+        for (uint32_t i = 0; i < t->nargs; i++) {
+            struct task_dep *o = &t->deps[i];
+            if (o->linked) {
+                wlist_del(&o->row->waiters, &o->w);
+                o->linked = 0;
+            }
+        }
+        t->deps_pending = 0;
+        task_resolved(rt, t);
+        return;
+    }
+    if (--t->deps_pending == 0)
+        task_resolved(rt, t);
+}
+
+void task_on_submit(struct rt *rt, struct task *t)
+{
+    rt->st.submitted++;
+    rt->st.pending++;
+    for (uint32_t i = 0; i < t->nrets; i++) {
+        objid_t id = {t->id.hi, t->id.lo, i};
+        struct obj *row = owner_create(rt, id);
+        if (row == NULL) {
+            if (t->err == NULL)
+                t->err = err_new(DEED_ERR_NO_MEMORY, 0, "cannot create return %u of task '%s'",
+                                 i, task_name(t));
+            continue;
+        }
+        row->creating = 1;
+        row->creator = t;
+        row->local_refs = 1; /* the ref submit returned */
+        t->retrows[i] = row;
+    }
+    t->deps_pending = 0;
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        deed_arg_t *a = &t->uargs[i];
+        struct task_dep *d = &t->deps[i];
+        d->task = t;
+        d->i = i;
+        d->row = NULL;
+        d->linked = 0;
+        d->w.kind = W_TASKDEP;
+        if (a->kind == DEED_ARG_VALUE)
+            continue;
+        struct obj *row = owner_find(rt, a->ref);
+        if (row == NULL) {
+            if (t->err == NULL)
+                t->err = err_new(DEED_ERR_INVALID_REF, 0,
+                                 "argument %u of task '%s' is a released or unknown ref", i,
+                                 task_name(t));
+            continue;
+        }
+        row->submitted++;
+        d->row = row;
+        if (a->kind != DEED_ARG_REF || t->err)
+            continue;
+        if (row->state == OBJ_PENDING) {
+            wlist_add(&row->waiters, &d->w);
+            d->linked = 1;
+            t->deps_pending++;
+        } else if (row->state == OBJ_ERROR) {
+            t->err = err_ref(row->err);
+        }
+    }
+    if (t->err) {
+        for (uint32_t i = 0; i < t->nargs; i++) {
+            struct task_dep *d = &t->deps[i];
+            if (d->linked) {
+                wlist_del(&d->row->waiters, &d->w);
+                d->linked = 0;
+            }
+        }
+        t->deps_pending = 0;
+    }
+    if (t->deps_pending == 0)
+        task_resolved(rt, t);
+}
+
+void task_on_done(struct rt *rt, struct task *t)
+{
+    rt->st.run++;
+    task_finish(rt, t);
+}
