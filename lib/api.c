@@ -176,7 +176,9 @@ void req_on_get(struct rt *rt, struct req *r)
         r->row = row;
         r->registered = 1;
         struct task *t = row->creator;
-        if (t && t->queued && !atomic_load_explicit(&t->claimed, memory_order_relaxed)) {
+        /* only a wait without deadline may run the producer: its body could outlast one */
+        if (t && r->timeout_us < 0 && t->queued &&
+            !atomic_load_explicit(&t->claimed, memory_order_relaxed)) {
             /* offer the queued producer to the waiter: it may run it instead of waiting */
             atomic_fetch_add_explicit(&t->refs, 1, memory_order_relaxed);
             atomic_store_explicit(&r->inline_task, t, memory_order_release);
