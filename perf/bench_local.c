@@ -351,12 +351,13 @@ static void usage(const char *prog)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
     *o = (struct opts){1000000, 10000, 3, 100000, 10000, 200000, 100000000};
+    for (int i = 1; i < argc; i++) /* --quick sets the base; the other options override it */
+        if (strcmp(argv[i], "--quick") == 0)
+            *o = (struct opts){100000, 10000, 3, 5000, 500, 20000, 10000000};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (strcmp(a, "--quick") == 0) {
-            *o = (struct opts){100000, 10000, 3, 5000, 500, 20000, 10000000};
+        if (strcmp(a, "--quick") == 0)
             continue;
-        }
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(argv[0]);
             exit(0);
