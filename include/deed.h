@@ -106,7 +106,7 @@ typedef enum deed_log_level {
  * | spin_us       | DEED_SPIN_US        | 0..1000000                           | 50               |
  * | stack_size    | DEED_STACK_SIZE     | 64K..1G                              | 8M               |
  * | log_level     | DEED_LOG            | error, warn, info, debug             | warn             |
- * | transport     | DEED_TRANSPORT      | local (more in multi-rank builds)    | local            |
+ * | transport     | DEED_TRANSPORT      | auto, local, ucx (as built)          | auto             |
  */
 typedef struct deed_config {
     uint32_t size;          /**< sizeof(deed_config_t); set by deed_config_default() */
@@ -118,7 +118,7 @@ typedef struct deed_config {
     uint64_t stack_size;    /**< stack size of worker threads */
     int pin_workers;        /**< pin each worker to one core of the rank's cpuset (hwloc) */
     deed_log_level_t log_level; /**< messages at or below this level go to stderr */
-    char transport[32];     /**< transport name */
+    char transport[32];     /**< transport name; "auto": local for one rank, ucx for more */
 } deed_config_t;
 
 /**
@@ -303,8 +303,9 @@ typedef struct deed_submit_opts {
  * Submit task @p task with @p nargs arguments; @p rets receives @p nrets refs (futures), one
  * per return, each counted once (release them). Returns immediately.
  * A REF or FUTURE argument that is released or unknown makes the task's returns error
- * objects (DEED_ERR_INVALID_REF), as does an argument whose object failed (the error is
- * propagated: same code and message).
+ * objects (DEED_ERR_INVALID_REF), as does a REF argument whose object failed (the error is
+ * propagated: same code and message, and the task does not run). A FUTURE argument is not
+ * waited for: the task runs and sees the failure when it gets the ref.
  * @return DEED_OK, DEED_ERR_INVALID_ARG (NULL arrays with non-zero counts, bad kind, NULL
  *         data with non-zero size), DEED_ERR_INVALID_REF (a null ref argument),
  *         DEED_ERR_UNKNOWN_TASK, DEED_ERR_TOO_MANY (over 65535 args or 255 returns),

@@ -165,12 +165,16 @@ void req_on_get(struct rt *rt, struct req *r)
     if (row == NULL) {
         r->status = DEED_ERR_INVALID_REF;
         completion_signal(&r->done);
-    } else if (row->state != OBJ_PENDING) {
+    } else if (row_has_bytes(row)) {
         req_get_fire(rt, r, row);
     } else if (r->timeout_us == 0) {
+        if (row->owner != rt->rank || row->state == OBJ_READY)
+            remote_fetch(rt, row); /* so that a later poll finds the bytes here */
         r->status = DEED_ERR_TIMEOUT;
         completion_signal(&r->done);
     } else {
+        if (row->owner != rt->rank || row->state == OBJ_READY)
+            remote_fetch(rt, row);
         r->w.kind = W_GET;
         wlist_add(&row->waiters, &r->w);
         r->row = row;
@@ -222,6 +226,8 @@ void req_on_wait(struct rt *rt, struct req *r)
         }
         r->nodes[i].row = row; /* not linked yet */
         r->ready[i] = row->state != OBJ_PENDING;
+        if (!r->ready[i] && row->owner != rt->rank)
+            remote_fetch(rt, row); /* a borrowed ref: ask its owner */
         r->nready += r->ready[i];
     }
     for (uint32_t i = 0; i < r->n; i++)

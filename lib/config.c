@@ -31,7 +31,7 @@ DEED_API deed_status_t deed_config_default(deed_config_t *cfg)
     cfg->stack_size = 8ull << 20;
     cfg->pin_workers = 1;
     cfg->log_level = DEED_LOG_WARN;
-    strcpy(cfg->transport, "local");
+    strcpy(cfg->transport, "auto");
     return DEED_OK;
 }
 
@@ -119,8 +119,9 @@ deed_status_t config_validate(const deed_config_t *c)
         log_error("log_level (DEED_LOG): %d; allowed: error, warn, info, debug", c->log_level);
         return DEED_ERR_CONFIG;
     }
-    if (memchr(c->transport, 0, sizeof(c->transport)) == NULL || tp_find(c->transport) == NULL) {
-        log_error("transport (DEED_TRANSPORT): '%.*s' is not built in; allowed: %s",
+    if (memchr(c->transport, 0, sizeof(c->transport)) == NULL ||
+        (strcmp(c->transport, "auto") != 0 && tp_find(c->transport) == NULL)) {
+        log_error("transport (DEED_TRANSPORT): '%.*s' is not built in; allowed: auto, %s",
                   (int)sizeof(c->transport), c->transport, tp_names());
         return DEED_ERR_CONFIG;
     }
@@ -197,8 +198,8 @@ DEED_API deed_status_t deed_config_from_env(deed_config_t *cfg)
         c.log_level = (deed_log_level_t)lvl;
     }
     if ((s = getenv("DEED_TRANSPORT")) != NULL) {
-        if (strlen(s) >= sizeof(c.transport) || tp_find(s) == NULL) {
-            log_error("DEED_TRANSPORT='%s' is invalid; allowed: %s", s, tp_names());
+        if (strlen(s) >= sizeof(c.transport) || (strcmp(s, "auto") != 0 && tp_find(s) == NULL)) {
+            log_error("DEED_TRANSPORT='%s' is invalid; allowed: auto, %s", s, tp_names());
             return DEED_ERR_CONFIG;
         }
         strcpy(c.transport, s);

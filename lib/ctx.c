@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bootstrap.h"
 #include "config.h"
 #include "log.h"
 #include "registry.h"
@@ -92,12 +93,72 @@ static void job_key(uint64_t key[2])
     }
 }
 
+static void on_peer_failure(void *arg, uint32_t rank)
+{
+    struct rt *rt = arg;
+    if (rank < rt->nranks && !rt->peers[rank].dead) {
+        rt->peers[rank].dead = 1;
+        log_error("rank %u is unreachable (transport reported a peer failure)", rank);
+    }
+}
+
+/* Multi-rank start: exchange transport addresses, connect, and check that every rank has
+ * the same task table (the same binary). */
+static deed_status_t join_job(struct rt *rt)
+{
+    const void *addr;
+    size_t alen, *lens = NULL;
+    void *all = NULL;
+    deed_status_t rc;
+
+    if ((rc = rt->tp_ops->address(rt->tp, &addr, &alen)) != DEED_OK)
+        return rc;
+    if ((rc = rt->boot->ops->allgatherv(rt->boot, addr, alen, &all, &lens)) != DEED_OK) {
+        log_error("deed_init: exchanging transport addresses failed");
+        return DEED_ERR_BOOTSTRAP;
+    }
+    const char *p = all;
+    for (uint32_t r = 0; r < rt->nranks; r++) {
+        if (r != rt->rank && (rc = rt->tp_ops->connect(rt->tp, r, p, lens[r])) != DEED_OK) {
+            log_error("deed_init: cannot connect to rank %u: %s", r, deed_strerror(rc));
+            break;
+        }
+        p += lens[r];
+    }
+    free(all);
+    free(lens);
+    if (rc != DEED_OK)
+        return rc;
+    uint64_t mine[2] = {registry_count(), registry_digest()};
+    if ((rc = rt->boot->ops->allgatherv(rt->boot, mine, sizeof(mine), &all, &lens)) != DEED_OK)
+        return DEED_ERR_BOOTSTRAP;
+    const uint64_t *tabs = all;
+    for (uint32_t r = 0; r < rt->nranks; r++) {
+        if (lens[r] != sizeof(mine) || tabs[2 * r] != tabs[0] || tabs[2 * r + 1] != tabs[1]) {
+            log_error("deed_init: rank %u has a different task table (%llu tasks, digest "
+                      "%016llx) than rank 0 (%llu tasks, digest %016llx): were the ranks "
+                      "built from different binaries?",
+                      r, (unsigned long long)tabs[2 * r], (unsigned long long)tabs[2 * r + 1],
+                      (unsigned long long)tabs[0], (unsigned long long)tabs[1]);
+            rc = DEED_ERR_BOOTSTRAP;
+            break;
+        }
+    }
+    free(all);
+    free(lens);
+    return rc;
+}
+
 static void rt_destroy(struct rt *rt)
 {
     if (rt->store)
         store_destroy(rt->store);
+    remote_fini(rt);
     if (rt->tp)
         rt->tp_ops->fini(rt->tp);
+    net_fini(rt);
+    if (rt->boot)
+        rt->boot->ops->fini(rt->boot);
     if (rt->topo_ok)
         topo_close(&rt->topo);
     free(rt->freelist);
@@ -143,8 +204,17 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
     }
     rt->ctx = slot;
     rt->cfg = cfg;
-    rt->rank = 0;
-    rt->nranks = 1;
+    const struct boot_ops *bops = boot_select();
+    if ((rc = bops->init(0, &rt->boot, &rt->rank, &rt->nranks)) != DEED_OK) {
+        log_error("deed_init: bootstrap '%s' failed: %s", bops->name, deed_strerror(rc));
+        rt->boot = NULL;
+        rc = DEED_ERR_BOOTSTRAP;
+        goto err;
+    }
+    log_set_rank(rt->nranks > 1 ? (int)rt->rank : -1);
+    if (strcmp(cfg.transport, "auto") == 0)
+        strcpy(cfg.transport, rt->nranks > 1 ? "ucx" : "local");
+    rt->cfg = cfg;
     rt->inline_max = cfg.inline_max;
     rt->spin_ns = (uint64_t)cfg.spin_us * 1000ull;
     uint64_t key[2];
@@ -159,7 +229,19 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
         log_warn("deed_init: hwloc topology unavailable; workers are not pinned");
 
     rt->tp_ops = tp_find(cfg.transport);
-    struct tp_params tpp = {.rank = rt->rank, .nranks = rt->nranks, .cb_arg = rt};
+    if (rt->tp_ops == NULL) {
+        log_error("deed_init: a %u-rank job needs a network transport; this build has: %s",
+                  rt->nranks, tp_names());
+        rc = DEED_ERR_CONFIG;
+        goto err;
+    }
+    if (rt->nranks > 1 && ((rc = net_init(rt)) != DEED_OK || (rc = remote_init(rt)) != DEED_OK))
+        goto err;
+    struct tp_params tpp = {.rank = rt->rank,
+                            .nranks = rt->nranks,
+                            .am_cb = net_on_am,
+                            .failure_cb = on_peer_failure,
+                            .cb_arg = rt};
     if ((rc = rt->tp_ops->init(&tpp, &rt->tp)) != DEED_OK) {
         log_error("deed_init: transport '%s' failed to start: %s", cfg.transport,
                   deed_strerror(rc));
@@ -186,6 +268,8 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
         rt->store = NULL;
         goto err;
     }
+    if (rt->nranks > 1 && (rc = join_job(rt)) != DEED_OK)
+        goto err;
     if ((rc = loop_start(rt)) != DEED_OK)
         goto err;
     loop_started = 1;
@@ -193,6 +277,12 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
     if ((rc = sched_init(rt)) != DEED_OK)
         goto err;
     atomic_store_explicit(&slot->state, SLOT_RUNNING, memory_order_release);
+    if (rt->nranks > 1 && rt->boot->ops->barrier(rt->boot) != DEED_OK) {
+        log_error("deed_init: the start barrier failed (another rank failed to start?)");
+        /* running already: finalize tears it down */
+        deed_finalize(slot);
+        return DEED_ERR_BOOTSTRAP;
+    }
     log_info("deed_init: rank %u of %u, %u workers, store %llu MiB, transport %s", rt->rank,
              rt->nranks, rt->sched.nslots, (unsigned long long)(cfg.store_size >> 20),
              cfg.transport);
@@ -234,6 +324,13 @@ DEED_API deed_status_t deed_finalize(deed_ctx_t *ctx)
     q.h.type = MSG_QUIESCE;
     loop_post(rt, &q.h);
     completion_wait(&q.done, 1, 0, rt->spin_ns);
+    if (rt->nranks > 1) {
+        /* every rank's own tasks are done: nobody submits any more; the loop thread keeps
+         * serving peers until everyone got here, then once more for trailing messages */
+        if (rt->boot->ops->barrier(rt->boot) != DEED_OK ||
+            rt->boot->ops->barrier(rt->boot) != DEED_OK)
+            log_warn("deed_finalize: the finalize barrier failed (a rank died?)");
+    }
     /* 2. no more calls */
     int expected = SLOT_RUNNING;
     if (!atomic_compare_exchange_strong(&ctx->state, &expected, SLOT_FREE + 4))

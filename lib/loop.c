@@ -17,6 +17,7 @@
  * combiner gives up on a poster that is stuck between its push and its link.
  */
 #include <errno.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -57,6 +58,13 @@ static void combine(struct rt *rt)
                 sched_flush(rt);
         }
         sched_flush(rt);
+        if (rt->nranks > 1) {
+            if (rt->tp_ops->progress(rt->tp) > 0)
+                n++;
+            remote_poll(rt);
+            sched_flush(rt);
+            net_flush(rt); /* one batch per destination per pass */
+        }
         atomic_store_explicit(&rt->combiner, 0, memory_order_release);
         atomic_thread_fence(memory_order_seq_cst);
         if (mpsc_empty(&rt->inbox))
@@ -235,17 +243,42 @@ static void loop_sleep(struct rt *rt, int timeout_ms)
 static void *loop_main(void *arg)
 {
     struct rt *rt = arg;
+    uint64_t idle_since = now_ns();
 
     log_set_rank((int)rt->rank);
     while (!atomic_load_explicit(&rt->stop_loop, memory_order_acquire)) {
+        int events = 0, armed = 0;
         if (combiner_try(rt)) {
-            if (rt->tp_ops->progress(rt->tp) < 0)
+            events = rt->tp_ops->progress(rt->tp);
+            if (events < 0) {
                 log_debug("loop: transport progress reported an error");
+                events = 0;
+            }
+            /* with nothing to do for a while, arm the transport's fd before sleeping (done
+             * as the combiner: the transport is driven by one thread at a time) */
+            if (events == 0 && mpsc_empty(&rt->inbox) &&
+                now_ns() - idle_since >= rt->spin_ns)
+                armed = rt->tp_ops->arm(rt->tp) == 0;
             combine(rt);
+        }
+        if (events > 0) {
+            idle_since = now_ns();
+            continue;
+        }
+        if (!armed) {
+            if (rt->nranks > 1 && now_ns() - idle_since < rt->spin_ns) {
+                sched_yield(); /* poll the network for a while before sleeping */
+                continue;
+            }
+            if (rt->nranks > 1) {
+                loop_sleep(rt, 1); /* could not arm (events pending or busy combiner) */
+                continue;
+            }
         }
         /* Messages are combined by their posters; sleep until the transport or a stuck
          * combiner needs us. The timeout bounds the delay of anything missed. */
         loop_sleep(rt, mpsc_empty(&rt->inbox) ? 100 : 0);
+        idle_since = now_ns();
     }
     return NULL;
 }

@@ -73,6 +73,7 @@ struct obj *owner_create(struct rt *rt, objid_t id)
     if (o == NULL)
         return NULL;
     o->id = id;
+    o->owner = rt->rank;
     if (objtab_insert(&rt->objs, o) != 0) {
         free(o);
         return NULL;
@@ -82,9 +83,8 @@ struct obj *owner_create(struct rt *rt, objid_t id)
 
 struct obj *owner_find(struct rt *rt, deed_ref_t ref)
 {
-    if (ref.owner != rt->rank)
-        return NULL; /* remote owners arrive with the multi-rank runtime */
-    return objtab_find(&rt->objs, ref.id_hi, ref.id_lo, ref.index);
+    struct obj *o = objtab_find(&rt->objs, ref.id_hi, ref.id_lo, ref.index);
+    return (o && o->owner == ref.owner) ? o : NULL;
 }
 
 void value_free(struct rt *rt, void *data, uint8_t where)
@@ -95,9 +95,15 @@ void value_free(struct rt *rt, void *data, uint8_t where)
         store_free(rt->store, data);
 }
 
-static void wake_waiters(struct rt *rt, struct obj *o)
+/* Fire the waiters a state change satisfies. A getter needs the bytes on this rank: while
+ * the value only exists elsewhere (WHERE_REMOTE) it stays linked and a fetch starts. */
+void owner_wake(struct rt *rt, struct obj *o)
 {
     struct waiter *w;
+    struct wlist keep = {NULL};
+    int need_fetch = 0;
+    if (o->state == OBJ_PENDING)
+        return;
     while ((w = o->waiters.head) != NULL) {
         wlist_del(&o->waiters, w);
         switch (w->kind) {
@@ -105,14 +111,30 @@ static void wake_waiters(struct rt *rt, struct obj *o)
             task_dep_ready(rt, (struct task_dep *)w, o);
             break;
         case W_GET:
-            req_get_fire(rt, (struct req *)((char *)w - offsetof(struct req, w)), o);
+            if (o->state == OBJ_READY && o->where == WHERE_REMOTE) {
+                wlist_add(&keep, w);
+                need_fetch = 1;
+            } else {
+                req_get_fire(rt, (struct req *)((char *)w - offsetof(struct req, w)), o);
+            }
             break;
         case W_WAITN:
             req_wait_fire(rt, (struct wait_node *)w);
             break;
+        case W_REMOTE:
+            remote_locate_fire(rt, w, o);
+            break;
         }
     }
+    while ((w = keep.head) != NULL) {
+        wlist_del(&keep, w);
+        wlist_add(&o->waiters, w);
+    }
+    if (need_fetch)
+        remote_fetch(rt, o);
 }
+
+#define wake_waiters owner_wake
 
 void owner_set_value(struct rt *rt, struct obj *o, void *data, uint64_t size, uint8_t where)
 {
@@ -136,15 +158,21 @@ void owner_set_error(struct rt *rt, struct obj *o, struct err *e)
     wake_waiters(rt, o);
 }
 
-static int unreachable(const struct obj *o)
+/* No local holder left; for multi-rank rows the protocol may still hold it (and this is
+ * where a borrower answers the owner's BORROW_WAIT). */
+static int unreachable(struct rt *rt, struct obj *o)
 {
-    return o->local_refs == 0 && o->submitted == 0 && o->contained == 0 && o->pins == 0 &&
-           !o->creating && o->waiters.head == NULL;
+    if (o->local_refs || o->submitted || o->contained || o->pins || o->creating ||
+        o->waiters.head)
+        return 0;
+    return rt->nranks == 1 || !remote_row_hold(rt, o);
 }
 
 static void row_destroy(struct rt *rt, struct obj *o)
 {
     objtab_remove(&rt->objs, o);
+    if (rt->nranks > 1)
+        remote_row_freed(rt, o);
     if (o->where == WHERE_INLINE) {
         rt->st.inline_objs--;
         rt->st.inline_bytes -= o->size;
@@ -160,7 +188,7 @@ static void row_destroy(struct rt *rt, struct obj *o)
             continue;
         }
         inner->contained--;
-        if (unreachable(inner)) {
+        if (unreachable(rt, inner)) {
             if (rt->freelist_len == rt->freelist_cap) {
                 uint32_t ncap = rt->freelist_cap ? rt->freelist_cap * 2 : 64;
                 struct obj **nl = realloc(rt->freelist, ncap * sizeof(*nl));
@@ -180,7 +208,7 @@ static void row_destroy(struct rt *rt, struct obj *o)
 
 void owner_maybe_free(struct rt *rt, struct obj *o)
 {
-    if (!unreachable(o))
+    if (!unreachable(rt, o))
         return;
     row_destroy(rt, o);
     while (rt->freelist_len > 0) {
@@ -204,6 +232,8 @@ void owner_free_all(struct rt *rt)
         value_free(rt, all[j]->data, all[j]->where);
         err_unref(all[j]->err);
         free(all[j]->refs);
+        free(all[j]->locs);
+        free(all[j]->ranks);
         free(all[j]);
     }
     free(all);

@@ -22,6 +22,7 @@
 #include "ids.h"
 #include "mpsc.h"
 #include "objtab.h"
+#include "net.h"
 #include "ring.h"
 #include "store.h"
 #include "topo.h"
@@ -43,7 +44,7 @@ struct err {
 
 /* ---- waiters: what can wait on a pending row ------------------------------------------ */
 
-enum waiter_kind { W_TASKDEP = 1, W_GET, W_WAITN };
+enum waiter_kind { W_TASKDEP = 1, W_GET, W_WAITN, W_REMOTE };
 
 struct waiter {
     struct waiter *prev, *next;
@@ -57,7 +58,17 @@ struct wlist {
 /* ---- ownership table row -------------------------------------------------------------- */
 
 enum obj_state { OBJ_PENDING = 0, OBJ_READY, OBJ_ERROR };
-enum obj_where { WHERE_NONE = 0, WHERE_INLINE, WHERE_STORE };
+/* Where this rank has the bytes. WHERE_REMOTE: the value exists (state READY) but only in
+ * other ranks' stores (locs); a local reader pulls it first. */
+enum obj_where { WHERE_NONE = 0, WHERE_INLINE, WHERE_STORE, WHERE_REMOTE };
+
+/* One copy of a large object in some rank's store. */
+struct loc {
+    uint32_t rank;
+    uint32_t segment;
+    uint64_t offset;
+    uint64_t len;
+};
 
 struct obj {
     objid_t id;
@@ -75,6 +86,19 @@ struct obj {
     struct err *err;
     struct wlist waiters;
     struct task *creator;  /* the creating task while it is queued or running */
+    /* multi-rank (design §6, §7) */
+    uint32_t owner;        /* rank that owns the row's metadata (== rt->rank: owned row) */
+    struct loc *locs;      /* owned: copies in other ranks' stores (primary first) */
+    uint32_t nlocs;
+    uint32_t *ranks;       /* owned: borrower ranks; borrowed: borrowers we created */
+    uint32_t nranks;
+    uint8_t pulling;       /* a pull of the bytes into this rank's store is in flight */
+    uint8_t locating;      /* borrowed: LOCATE sent to the owner, answer pending */
+    uint8_t owner_waits;   /* borrowed: the owner asked for BORROW_DONE */
+    uint8_t expect_wait;   /* borrowed: we reported ourselves as a borrower; a BORROW_WAIT
+                              is on its way, keep the row until it arrives */
+    uint8_t copy_pinned;   /* borrowed: our store copy was published to the owner; keep it
+                              until the owner's COPY_FREE */
 };
 
 /* ---- messages -------------------------------------------------------------------------- */
@@ -168,9 +192,10 @@ struct task_dep {
 struct task_ret {
     void *data;
     uint64_t size;
-    uint8_t where;
+    uint8_t where;       /* WHERE_REMOTE: the bytes stay at loc (a remote task's return) */
     uint32_t nrefs;
     deed_ref_t *refs;    /* malloc'd */
+    struct loc loc;
 };
 
 struct task {
@@ -196,6 +221,12 @@ struct task {
     struct err *err;     /* failure: own or propagated */
     int fail_code;       /* set by deed_task_fail */
     char *fail_msg;
+    /* multi-rank */
+    uint8_t remote;      /* executor side: pushed here by owner_rank */
+    uint8_t placed;      /* owner side: placement decided */
+    uint32_t owner_rank; /* executor side: who to reply to */
+    uint32_t exec_rank;  /* owner side: where it runs */
+    struct task *hnext;  /* owner side: remote-pending table chain */
 };
 
 /* ---- the runtime ----------------------------------------------------------------------- */
@@ -225,6 +256,7 @@ struct sched {
 struct loop_stats {
     uint64_t submitted, run, failed, pending, puts, gets, misuse;
     uint64_t inline_objs, store_objs, inline_bytes;
+    uint64_t batches_sent, msgs_dropped, remote_in, pulls, pull_bytes;
 };
 
 struct rt {
@@ -257,6 +289,15 @@ struct rt {
     const struct tp_ops *tp_ops;
     struct tp *tp;
     _Atomic uint64_t tasks_run_workers;
+
+    /* multi-rank: peers, batching (net.c), remote tasks and copies (remote.c) */
+    struct peer *peers;
+    uint32_t *net_dirty;
+    uint32_t net_ndirty;
+    struct remote *remote;
+    struct boot *boot;
+    uint64_t local_load;             /* tasks handed to this rank's workers, not yet done */
+    uint32_t place_rr;               /* placement round-robin cursor */
 };
 
 /* thread-local: the task running on this thread (NULL on driver threads) */
@@ -275,6 +316,11 @@ void owner_maybe_free(struct rt *rt, struct obj *o);
 void owner_set_value(struct rt *rt, struct obj *o, void *data, uint64_t size, uint8_t where);
 void owner_set_error(struct rt *rt, struct obj *o, struct err *e);
 void owner_free_all(struct rt *rt);
+void owner_wake(struct rt *rt, struct obj *o);
+static inline int row_has_bytes(const struct obj *o)
+{
+    return o->state == OBJ_ERROR || (o->state == OBJ_READY && o->where != WHERE_REMOTE);
+}
 struct err *err_new(int status, int user_code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void err_unref(struct err *e);
@@ -291,6 +337,10 @@ void wlist_del(struct wlist *l, struct waiter *w);
 void task_on_submit(struct rt *rt, struct task *t);
 void task_on_done(struct rt *rt, struct task *t);
 void task_dep_ready(struct rt *rt, struct task_dep *d, struct obj *row);
+/* Link a task on its pending by-ref arguments; resolve it when none is pending. */
+void task_resolve_deps(struct rt *rt, struct task *t);
+/* Owner: a remote task's reply was decoded into t->rets / t->err: publish it. */
+void task_finish_remote(struct rt *rt, struct task *t);
 void task_free(struct task *t);
 void task_unref(struct task *t);            /* any thread: drop a ref of a queued task */
 void task_run(struct rt *rt, struct task *t); /* run the body, post MSG_DONE */
@@ -320,6 +370,27 @@ void sched_block(struct rt *rt);                  /* a worker starts waiting in 
 void sched_unblock(struct rt *rt);
 struct task *sched_take(struct rt *rt, int *holding); /* worker: next task, slot-limited */
 void sched_idle_wait(struct rt *rt);              /* worker: wait for work or stop */
+
+/* remote.c (loop thread) */
+int remote_init(struct rt *rt);
+void remote_fini(struct rt *rt);
+int remote_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body);
+/* Owner: decide where a resolved task runs; 1 if it was pushed to another rank. */
+int remote_try_push(struct rt *rt, struct task *t);
+/* Make the bytes of a row local (pull or locate); the row's waiters fire when they are. */
+void remote_fetch(struct rt *rt, struct obj *o);
+/* Executor: a remote task's body finished: reply to its owner and drop it. */
+void remote_task_done(struct rt *rt, struct task *t);
+/* A locate request from another rank waits on this row. */
+void remote_locate_fire(struct rt *rt, struct waiter *w, struct obj *o);
+/* Called before a row is freed / when its counts drop: borrower and copy bookkeeping.
+ * Returns 1 if the row must stay (protocol state pending). */
+int remote_row_hold(struct rt *rt, struct obj *o);
+void remote_row_freed(struct rt *rt, struct obj *o);
+/* Find or create the row for a ref owned by another rank. */
+struct obj *remote_borrow_row(struct rt *rt, deed_ref_t ref);
+/* Retry pulls that waited for store space or rkeys. */
+void remote_poll(struct rt *rt);
 
 /* ctx.c */
 struct rt *ctx_rt(deed_ctx_t *ctx, deed_status_t *rc);

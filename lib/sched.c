@@ -16,6 +16,7 @@
  * unblocked) park as spares that only a blocking task wakes, so a pool grown by deep nesting
  * does not leave hundreds of threads competing for work.
  */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -191,7 +192,9 @@ void sched_idle_wait(struct rt *rt)
     uint64_t end = now_ns() + rt->spin_ns;
     unsigned i = 0;
     while (!work_visible(s)) {
-        if ((++i & 63) == 0 && now_ns() >= end) {
+        if ((++i & 255) == 0)
+            sched_yield(); /* oversubscribed machines: idle spinners must not starve */
+        if ((i & 63) == 0 && now_ns() >= end) {
             uint32_t key = eventcount_prepare(&s->idle);
             if (work_visible(s))
                 eventcount_cancel(&s->idle);

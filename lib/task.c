@@ -116,6 +116,18 @@ static void task_finish(struct rt *rt, struct task *t)
                                         "return %u of task '%s' contains %u released or "
                                         "unknown ref(s)",
                                         i, task_name(t), bad));
+            } else if (r->where == WHERE_REMOTE) {
+                /* a remote task's large return stays in the executor's store */
+                struct loc *l = malloc(sizeof(*l));
+                if (l == NULL) {
+                    owner_set_error(rt, row, err_new(DEED_ERR_NO_MEMORY, 0, "out of memory"));
+                } else {
+                    *l = r->loc;
+                    free(row->locs);
+                    row->locs = l;
+                    row->nlocs = 1;
+                    owner_set_value(rt, row, NULL, r->size, WHERE_REMOTE);
+                }
             } else {
                 owner_set_value(rt, row, r->data, r->size, r->where);
             }
@@ -151,23 +163,42 @@ static void task_finish(struct rt *rt, struct task *t)
         task_free(t);
 }
 
-/* Every by-ref argument exists (or one failed): run the task, or fail it without running. */
+/* Every by-ref argument exists (or one failed): run the task here or on another rank, or
+ * fail it without running. */
 static void task_resolved(struct rt *rt, struct task *t)
 {
     if (t->err) {
-        task_finish(rt, t);
+        if (t->remote)
+            remote_task_done(rt, t);
+        else
+            task_finish(rt, t);
         return;
     }
+    if (rt->nranks > 1 && !t->remote && remote_try_push(rt, t))
+        return;
+    /* running here: every by-ref argument's bytes must be on this rank */
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct task_dep *d = &t->deps[i];
+        if (t->uargs[i].kind != DEED_ARG_REF || d->row == NULL || row_has_bytes(d->row))
+            continue;
+        wlist_add(&d->row->waiters, &d->w);
+        d->linked = 1;
+        t->deps_pending++;
+        remote_fetch(rt, d->row);
+    }
+    if (t->deps_pending)
+        return;
     for (uint32_t i = 0; i < t->nargs; i++) {
         deed_arg_t *a = &t->uargs[i];
-        if (a->kind != DEED_ARG_REF)
-            continue;
         struct obj *row = t->deps[i].row;
+        if (a->kind != DEED_ARG_REF || row == NULL)
+            continue;
         a->data = row->data;
         a->size = row->size;
         a->refs = row->refs;
         a->nrefs = row->nrefs;
     }
+    rt->local_load++;
     t->state = TASK_READY;
     t->queued = 1;
     atomic_store_explicit(&t->claimed, 0, memory_order_relaxed);
@@ -263,5 +294,44 @@ void task_on_submit(struct rt *rt, struct task *t)
 void task_on_done(struct rt *rt, struct task *t)
 {
     rt->st.run++;
+    rt->local_load--;
+    if (t->remote)
+        remote_task_done(rt, t);
+    else
+        task_finish(rt, t);
+}
+
+void task_finish_remote(struct rt *rt, struct task *t)
+{
     task_finish(rt, t);
+}
+
+void task_resolve_deps(struct rt *rt, struct task *t)
+{
+    t->deps_pending = 0;
+    for (uint32_t i = 0; i < t->nargs && !t->err; i++) {
+        struct task_dep *d = &t->deps[i];
+        if (t->uargs[i].kind != DEED_ARG_REF || d->row == NULL)
+            continue;
+        if (d->row->state == OBJ_ERROR) {
+            t->err = err_ref(d->row->err);
+        } else if (!row_has_bytes(d->row)) {
+            wlist_add(&d->row->waiters, &d->w);
+            d->linked = 1;
+            t->deps_pending++;
+            remote_fetch(rt, d->row);
+        }
+    }
+    if (t->err) {
+        for (uint32_t i = 0; i < t->nargs; i++) {
+            struct task_dep *d = &t->deps[i];
+            if (d->linked) {
+                wlist_del(&d->row->waiters, &d->w);
+                d->linked = 0;
+            }
+        }
+        t->deps_pending = 0;
+    }
+    if (t->deps_pending == 0)
+        task_resolved(rt, t);
 }

@@ -1,0 +1,1100 @@
+/*
+ * remote.c — the multi-rank half of the loop (design §5-§7): placing tasks on other ranks,
+ * executing tasks pushed here, locating and pulling objects, copies, and the borrower
+ * protocol. Loop thread (combiner) only; docs/protocol.md describes every message.
+ *
+ * Owner side: a resolved task goes to the rank holding most of its large argument bytes,
+ * else to the least loaded rank (load piggybacked on every batch), preferring this rank; it
+ * is pushed with small arguments inline and large ones as locations, and waits in the
+ * remote-pending table for its reply. The reply carries small returns inline, large ones as
+ * locations (they stay in the executor's store), and the executor's borrow report, merged
+ * before the task's argument counts drop.
+ *
+ * Executor side: a pushed task gets borrowed rows for its located and future arguments,
+ * pulls located arguments into this rank's store with a one-sided get, runs, and replies.
+ *
+ * Not yet: leases (placement is owner-side, per task), refs contained in objects that cross
+ * ranks (refused with DEED_ERR_UNSUPPORTED), failures (the fault-tolerance issue).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "registry.h"
+#include "rt.h"
+#include "transport.h"
+
+#define PENDING_BUCKETS 4096
+#define MAX_SEGS 8
+
+enum { ARG_VALUE = 1, ARG_INLINE, ARG_LOCATED, ARG_FUTURE };
+enum { RET_INLINE = 1, RET_LOCATED };
+enum { LOC_INLINE = 1, LOC_LOCATED, LOC_ERROR };
+
+struct pull {
+    struct pull *next;
+    struct rt *rt;
+    struct obj *row;
+    struct loc src;
+    struct store_loc dst;
+};
+
+struct seginfo {
+    uint64_t base, len;
+    void *rkey;
+    uint32_t rkey_len;
+    uint8_t state; /* 0 unknown, 1 requested, 2 known */
+    struct pull *waiting;
+};
+
+struct rwaiter {
+    struct waiter w;
+    uint32_t rank;
+};
+
+struct remote {
+    struct task *pending[PENDING_BUCKETS];
+    struct seginfo (*segs)[MAX_SEGS]; /* [nranks][MAX_SEGS]: peers' segments */
+    void *my_rkey[MAX_SEGS];          /* our packed rkeys, packed once */
+    size_t my_rkey_len[MAX_SEGS];
+    uint32_t *inflight;               /* [nranks]: tasks pushed, reply pending */
+    struct pull *retry;               /* pulls waiting for store space */
+};
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+int remote_init(struct rt *rt)
+{
+    struct remote *re = calloc(1, sizeof(*re));
+    if (re == NULL)
+        return DEED_ERR_NO_MEMORY;
+    re->segs = calloc(rt->nranks, sizeof(*re->segs));
+    re->inflight = calloc(rt->nranks, sizeof(*re->inflight));
+    rt->remote = re;
+    if (re->segs == NULL || re->inflight == NULL)
+        return DEED_ERR_NO_MEMORY;
+    return DEED_OK;
+}
+
+void remote_fini(struct rt *rt)
+{
+    struct remote *re = rt->remote;
+    if (re == NULL)
+        return;
+    for (uint32_t r = 0; re->segs && r < rt->nranks; r++)
+        for (int s = 0; s < MAX_SEGS; s++)
+            free(re->segs[r][s].rkey);
+    for (int s = 0; s < MAX_SEGS; s++)
+        if (re->my_rkey[s])
+            rt->tp_ops->rkey_buf_free(rt->tp, re->my_rkey[s]);
+    free(re->segs);
+    free(re->inflight);
+    free(re);
+    rt->remote = NULL;
+}
+
+static inline deed_ref_t row_ref(const struct obj *o)
+{
+    deed_ref_t r = {o->id.hi, o->id.lo, o->id.index, o->owner};
+    return r;
+}
+
+/* Where in our store an address lies (a location other ranks can read). */
+static int store_where(struct rt *rt, const void *addr, uint64_t len, struct loc *l)
+{
+    uint32_t n = store_nsegments(rt->store);
+    for (uint32_t i = 0; i < n; i++) {
+        void *base;
+        uint64_t slen;
+        struct tp_mem *mem;
+        store_segment(rt->store, i, &base, &slen, &mem);
+        if ((const char *)addr >= (char *)base && (const char *)addr + len <= (char *)base + slen) {
+            l->rank = rt->rank;
+            l->segment = i;
+            l->offset = (uint64_t)((const char *)addr - (char *)base);
+            l->len = len;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static void wbuf_loc(struct wbuf *b, const struct loc *l)
+{
+    wbuf_u32(b, l->rank);
+    wbuf_u32(b, l->segment);
+    wbuf_u64(b, l->offset);
+    wbuf_u64(b, l->len);
+}
+
+static int rbuf_loc(struct rt *rt, struct rbuf *r, struct loc *l)
+{
+    l->rank = rbuf_u32(r);
+    l->segment = rbuf_u32(r);
+    l->offset = rbuf_u64(r);
+    l->len = rbuf_u64(r);
+    return (r->err || l->rank >= rt->nranks || l->segment >= MAX_SEGS) ? -1 : 0;
+}
+
+static int add_rank(uint32_t **arr, uint32_t *n, uint32_t rank)
+{
+    for (uint32_t i = 0; i < *n; i++)
+        if ((*arr)[i] == rank)
+            return 0;
+    uint32_t *na = realloc(*arr, (*n + 1) * sizeof(**arr));
+    if (na == NULL)
+        return -1;
+    na[(*n)++] = rank;
+    *arr = na;
+    return 1;
+}
+
+static void del_rank(uint32_t *arr, uint32_t *n, uint32_t rank)
+{
+    for (uint32_t i = 0; i < *n; i++)
+        if (arr[i] == rank) {
+            arr[i] = arr[--*n];
+            return;
+        }
+}
+
+struct obj *remote_borrow_row(struct rt *rt, deed_ref_t ref)
+{
+    struct obj *o = objtab_find(&rt->objs, ref.id_hi, ref.id_lo, ref.index);
+    if (o)
+        return o->owner == ref.owner ? o : NULL;
+    objid_t id = {ref.id_hi, ref.id_lo, ref.index};
+    o = owner_create(rt, id);
+    if (o)
+        o->owner = ref.owner;
+    return o;
+}
+
+/* An owned row gained borrower `b`: ask it to tell us when it is done. */
+static void add_borrower(struct rt *rt, struct obj *o, uint32_t b)
+{
+    if (b == rt->rank || b >= rt->nranks)
+        return;
+    int added = add_rank(&o->ranks, &o->nranks, b);
+    if (added < 0) {
+        log_error("remote: out of memory recording a borrower; object %u may be freed early",
+                  o->id.index);
+        return;
+    }
+    if (added) {
+        struct wbuf *w = net_msg(rt, b, WT_BORROW_WAIT);
+        wbuf_ref(w, row_ref(o));
+        net_msg_end(rt, b);
+    }
+}
+
+/* ---- placement and push (owner side) ------------------------------------------------------ */
+
+static uint32_t pending_bucket(taskid_t id)
+{
+    return (uint32_t)(id.lo ^ (id.hi >> 7)) & (PENDING_BUCKETS - 1);
+}
+
+static struct task *pending_take(struct rt *rt, uint64_t hi, uint64_t lo)
+{
+    taskid_t id = {hi, lo};
+    struct task **pp = &rt->remote->pending[pending_bucket(id)];
+    for (; *pp; pp = &(*pp)->hnext)
+        if ((*pp)->id.hi == hi && (*pp)->id.lo == lo) {
+            struct task *t = *pp;
+            *pp = t->hnext;
+            return t;
+        }
+    return NULL;
+}
+
+static uint32_t place(struct rt *rt, struct task *t)
+{
+    struct remote *re = rt->remote;
+    uint32_t best = rt->rank;
+    uint64_t best_bytes = 0;
+
+    /* refs inside objects do not cross ranks yet: such tasks stay here */
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct obj *row = t->deps[i].row;
+        if (t->uargs[i].kind == DEED_ARG_REF && row && row->nrefs)
+            return rt->rank;
+    }
+    /* locality: the rank holding most large argument bytes */
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct obj *row = t->deps[i].row;
+        if (t->uargs[i].kind != DEED_ARG_REF || row == NULL || row->size <= rt->inline_max)
+            continue;
+        uint32_t holder = rt->rank;
+        if (!row_has_bytes(row) && row->nlocs)
+            holder = row->locs[0].rank;
+        uint64_t bytes = 0;
+        for (uint32_t j = 0; j < t->nargs; j++) {
+            struct obj *r2 = t->deps[j].row;
+            if (t->uargs[j].kind != DEED_ARG_REF || r2 == NULL || r2->size <= rt->inline_max)
+                continue;
+            uint32_t h2 = (!row_has_bytes(r2) && r2->nlocs) ? r2->locs[0].rank : rt->rank;
+            if (h2 == holder)
+                bytes += r2->size;
+        }
+        if (bytes > best_bytes) {
+            best_bytes = bytes;
+            best = holder;
+        }
+    }
+    if (best_bytes)
+        return rt->peers[best].dead ? rt->rank : best;
+    /* load: queued minus slots, lowest wins, this rank on ties */
+    int64_t mine = (int64_t)rt->local_load - (int64_t)rt->sched.nslots;
+    if (mine < 0)
+        return rt->rank;
+    int64_t best_score = mine;
+    for (uint32_t k = 1; k < rt->nranks; k++) {
+        uint32_t p = (rt->rank + k + rt->place_rr) % rt->nranks;
+        if (rt->peers[p].dead)
+            continue;
+        uint32_t slots = rt->peers[p].load_free ? rt->peers[p].load_free : 1;
+        int64_t score = (int64_t)rt->peers[p].load_queued + re->inflight[p] - slots;
+        if (score < best_score) {
+            best_score = score;
+            best = p;
+        }
+    }
+    rt->place_rr++;
+    return best;
+}
+
+static void push_arg(struct rt *rt, struct wbuf *w, struct task *t, uint32_t i)
+{
+    deed_arg_t *a = &t->uargs[i];
+    struct obj *row = t->deps[i].row;
+    if (a->kind == DEED_ARG_VALUE) {
+        wbuf_u8(w, ARG_VALUE);
+        wbuf_blob(w, a->data, (uint32_t)a->size);
+    } else if (a->kind == DEED_ARG_FUTURE) {
+        wbuf_u8(w, ARG_FUTURE);
+        wbuf_ref(w, a->ref);
+    } else if (row_has_bytes(row) && row->where != WHERE_STORE) {
+        wbuf_u8(w, ARG_INLINE);
+        wbuf_ref(w, a->ref);
+        wbuf_blob(w, row->data, (uint32_t)row->size);
+    } else {
+        struct loc mine;
+        int have = row->where == WHERE_STORE &&
+                   store_where(rt, row->data, row->size, &mine) == 0;
+        wbuf_u8(w, ARG_LOCATED);
+        wbuf_ref(w, a->ref);
+        wbuf_u64(w, row->size);
+        wbuf_u16(w, (uint16_t)(row->nlocs + (have ? 1 : 0)));
+        if (have)
+            wbuf_loc(w, &mine);
+        for (uint32_t j = 0; j < row->nlocs; j++)
+            wbuf_loc(w, &row->locs[j]);
+    }
+}
+
+int remote_try_push(struct rt *rt, struct task *t)
+{
+    if (t->placed)
+        return t->exec_rank != rt->rank;
+    t->placed = 1;
+    t->exec_rank = rt->rank;
+    uint32_t dst = place(rt, t);
+    if (dst == rt->rank)
+        return 0;
+    t->exec_rank = dst;
+    struct wbuf *w = net_msg(rt, dst, WT_TASK_PUSH);
+    wbuf_u64(w, t->id.hi);
+    wbuf_u64(w, t->id.lo);
+    wbuf_u64(w, t->fid);
+    wbuf_u16(w, (uint16_t)t->nrets);
+    wbuf_u16(w, (uint16_t)t->nargs);
+    for (uint32_t i = 0; i < t->nargs; i++)
+        push_arg(rt, w, t, i);
+    net_msg_end(rt, dst);
+    uint32_t b = pending_bucket(t->id);
+    t->hnext = rt->remote->pending[b];
+    rt->remote->pending[b] = t;
+    rt->remote->inflight[dst]++;
+    t->state = TASK_RUNNING;
+    return 1;
+}
+
+/* ---- executor side ------------------------------------------------------------------------ */
+
+static void reply_error(struct rt *rt, uint32_t dst, uint64_t hi, uint64_t lo, int status,
+                        const char *msg)
+{
+    struct wbuf *w = net_msg(rt, dst, WT_TASK_REPLY);
+    wbuf_u64(w, hi);
+    wbuf_u64(w, lo);
+    wbuf_u32(w, (uint32_t)status);
+    wbuf_u32(w, 0);
+    wbuf_blob(w, msg, (uint32_t)strlen(msg));
+    wbuf_u16(w, 0); /* no returns */
+    wbuf_u32(w, 0); /* no borrow report */
+    net_msg_end(rt, dst);
+}
+
+static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint64_t hi = rbuf_u64(r), lo = rbuf_u64(r);
+    deed_task_id_t fid = rbuf_u64(r);
+    uint32_t nrets = rbuf_u16(r), nargs = rbuf_u16(r);
+    if (r->err || nrets > 255)
+        return -1;
+    const struct registry_entry *e = registry_find(fid);
+    if (e == NULL) {
+        reply_error(rt, src, hi, lo, DEED_ERR_UNKNOWN_TASK,
+                    "task pushed to a rank that has no such task registered");
+        return 0;
+    }
+    /* first pass: sizes (and validation) */
+    struct rbuf scan = *r;
+    uint64_t payload = 0;
+    for (uint32_t i = 0; i < nargs && !scan.err; i++) {
+        uint8_t kind = rbuf_u8(&scan);
+        uint32_t n;
+        switch (kind) {
+        case ARG_VALUE:
+            rbuf_blob(&scan, &n, WIRE_MAX_MSG);
+            payload += n;
+            break;
+        case ARG_INLINE:
+            (void)rbuf_ref(&scan);
+            rbuf_blob(&scan, &n, WIRE_MAX_MSG);
+            payload += n;
+            break;
+        case ARG_LOCATED: {
+            (void)rbuf_ref(&scan);
+            (void)rbuf_u64(&scan);
+            uint32_t nl = rbuf_u16(&scan);
+            if (nl == 0 || !rbuf_take(&scan, (size_t)nl * 24))
+                scan.err = 1;
+            break;
+        }
+        case ARG_FUTURE:
+            (void)rbuf_ref(&scan);
+            break;
+        default:
+            scan.err = 1;
+        }
+    }
+    if (scan.err || rbuf_left(&scan) != 0)
+        return -1;
+    struct task *t = task_new(nargs, nrets, payload);
+    if (t == NULL) {
+        reply_error(rt, src, hi, lo, DEED_ERR_NO_MEMORY, "executor out of memory");
+        return 0;
+    }
+    t->rt = rt;
+    t->id.hi = hi;
+    t->id.lo = lo;
+    t->fid = fid;
+    t->fn = e->fn;
+    t->remote = 1;
+    t->placed = 1;
+    t->owner_rank = src;
+    t->exec_rank = rt->rank;
+    char *p = (char *)(t->rets + nrets);
+    for (uint32_t i = 0; i < nargs; i++) {
+        deed_arg_t *a = &t->uargs[i];
+        struct task_dep *d = &t->deps[i];
+        memset(a, 0, sizeof(*a));
+        memset(d, 0, sizeof(*d));
+        d->task = t;
+        d->i = i;
+        d->w.kind = W_TASKDEP;
+        uint8_t kind = rbuf_u8(r);
+        uint32_t n;
+        const void *bytes;
+        if (kind == ARG_VALUE || kind == ARG_INLINE) {
+            a->kind = kind == ARG_VALUE ? DEED_ARG_VALUE : DEED_ARG_REF;
+            if (kind == ARG_INLINE)
+                a->ref = rbuf_ref(r);
+            bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
+            if (n) {
+                memcpy(p, bytes, n);
+                a->data = p;
+                p += n;
+            }
+            a->size = n;
+            continue;
+        }
+        a->ref = rbuf_ref(r);
+        a->kind = kind == ARG_FUTURE ? DEED_ARG_FUTURE : DEED_ARG_REF;
+        struct obj *row = remote_borrow_row(rt, a->ref);
+        if (kind == ARG_LOCATED) {
+            uint64_t size = rbuf_u64(r);
+            uint32_t nl = rbuf_u16(r);
+            struct loc *locs = malloc(nl * sizeof(*locs));
+            for (uint32_t j = 0; j < nl; j++) {
+                struct loc tmp;
+                if (rbuf_loc(rt, r, &tmp) != 0 && t->err == NULL)
+                    t->err = err_new(DEED_ERR_INTERNAL, 0, "malformed location from rank %u",
+                                     src);
+                if (locs)
+                    locs[j] = tmp;
+            }
+            if (row && locs && row->state == OBJ_PENDING && row->owner != rt->rank) {
+                free(row->locs);
+                row->locs = locs;
+                row->nlocs = nl;
+                locs = NULL;
+                row->size = size;
+                owner_set_value(rt, row, NULL, size, WHERE_REMOTE);
+            }
+            free(locs);
+        }
+        if (row == NULL) {
+            if (t->err == NULL)
+                t->err = err_new(DEED_ERR_NO_MEMORY, 0, "executor cannot track argument %u", i);
+            continue;
+        }
+        row->submitted++;
+        d->row = row;
+    }
+    rt->st.remote_in++;
+    rt->st.pending++; /* finished by remote_task_done */
+    task_resolve_deps(rt, t);
+    return 0;
+}
+
+/* The executor's borrow report for the refs a finished remote task was handed. */
+static void write_borrow_report(struct rt *rt, struct wbuf *w, struct task *t)
+{
+    size_t count_at = w->len;
+    uint32_t count = 0;
+    wbuf_u32(w, 0);
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct obj *row = t->deps[i].row;
+        if (row == NULL)
+            continue;
+        int seen = 0;
+        for (uint32_t j = 0; j < i; j++)
+            if (t->deps[j].row == row)
+                seen = 1;
+        if (seen)
+            continue;
+        int still = row->local_refs || row->submitted || row->contained;
+        wbuf_ref(w, row_ref(row));
+        wbuf_u8(w, (uint8_t)still);
+        wbuf_u16(w, (uint16_t)row->nranks);
+        for (uint32_t k = 0; k < row->nranks; k++)
+            wbuf_u32(w, row->ranks[k]);
+        row->nranks = 0; /* responsibility moved to the caller */
+        if (still)
+            row->expect_wait = 1;
+        count++;
+    }
+    if (!w->oom)
+        for (int k = 0; k < 4; k++)
+            w->data[count_at + (size_t)k] = (uint8_t)(count >> (8 * k));
+}
+
+void remote_task_done(struct rt *rt, struct task *t)
+{
+    uint32_t dst = t->owner_rank;
+    for (uint32_t i = 0; !t->err && i < t->nrets; i++)
+        if (t->rets[i].nrefs)
+            t->err = err_new(DEED_ERR_UNSUPPORTED, 0,
+                             "return %u holds refs; refs inside objects that cross ranks are "
+                             "not supported yet",
+                             i);
+    /* the task no longer holds its arguments */
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct task_dep *d = &t->deps[i];
+        if (d->row == NULL)
+            continue;
+        if (d->linked) {
+            wlist_del(&d->row->waiters, &d->w);
+            d->linked = 0;
+        }
+        d->row->submitted--;
+    }
+    struct wbuf *w = net_msg(rt, dst, WT_TASK_REPLY);
+    wbuf_u64(w, t->id.hi);
+    wbuf_u64(w, t->id.lo);
+    if (t->err) {
+        wbuf_u32(w, (uint32_t)t->err->status);
+        wbuf_u32(w, (uint32_t)t->err->user_code);
+        wbuf_blob(w, t->err->msg, (uint32_t)strlen(t->err->msg));
+        wbuf_u16(w, 0);
+        task_drop_returns(rt, t, 1);
+    } else {
+        wbuf_u32(w, 0);
+        wbuf_u32(w, 0);
+        wbuf_blob(w, NULL, 0);
+        wbuf_u16(w, (uint16_t)t->nrets);
+        for (uint32_t i = 0; i < t->nrets; i++) {
+            struct task_ret *ret = &t->rets[i];
+            struct loc l;
+            if (ret->where == WHERE_STORE && store_where(rt, ret->data, ret->size, &l) == 0) {
+                /* large return: stays here as the primary copy, pinned for the owner */
+                objid_t id = {t->id.hi, t->id.lo, i};
+                struct obj *copy = owner_create(rt, id);
+                if (copy) {
+                    copy->owner = dst;
+                    copy->copy_pinned = 1;
+                    owner_set_value(rt, copy, ret->data, ret->size, WHERE_STORE);
+                    wbuf_u8(w, RET_LOCATED);
+                    wbuf_u64(w, ret->size);
+                    wbuf_loc(w, &l);
+                    memset(ret, 0, sizeof(*ret));
+                    continue;
+                }
+            }
+            wbuf_u8(w, RET_INLINE);
+            wbuf_blob(w, ret->data, (uint32_t)ret->size);
+            value_free(rt, ret->data, ret->where);
+            memset(ret, 0, sizeof(*ret));
+        }
+    }
+    write_borrow_report(rt, w, t);
+    net_msg_end(rt, dst);
+    for (uint32_t i = 0; i < t->nargs; i++)
+        if (t->deps[i].row)
+            owner_maybe_free(rt, t->deps[i].row);
+    err_unref(t->err);
+    t->err = NULL;
+    rt->st.pending--;
+    if (rt->quiesce && rt->st.pending == 0) {
+        struct req *q = rt->quiesce;
+        rt->quiesce = NULL;
+        completion_signal(&q->done);
+    }
+    if (t->queued)
+        task_unref(t);
+    else
+        task_free(t);
+}
+
+/* ---- owner side: replies ------------------------------------------------------------------- */
+
+static void merge_borrowers(struct rt *rt, struct obj *row, uint32_t b)
+{
+    if (b == rt->rank)
+        return;
+    if (row->owner == rt->rank)
+        add_borrower(rt, row, b);
+    else if (add_rank(&row->ranks, &row->nranks, b) < 0)
+        log_error("remote: out of memory recording a borrower");
+}
+
+static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint64_t hi = rbuf_u64(r), lo = rbuf_u64(r);
+    int status = (int)rbuf_u32(r);
+    int user_code = (int)rbuf_u32(r);
+    uint32_t mlen;
+    const char *msg = rbuf_blob(r, &mlen, 4096);
+    uint32_t nrets = rbuf_u16(r);
+    if (r->err)
+        return -1;
+    struct task *t = pending_take(rt, hi, lo);
+    if (t == NULL) {
+        log_warn("remote: reply from rank %u for an unknown task", src);
+        return -1;
+    }
+    if (t->exec_rank != src || (status == 0 && nrets != t->nrets)) {
+        /* put it back: the real reply may still come */
+        uint32_t b = pending_bucket(t->id);
+        t->hnext = rt->remote->pending[b];
+        rt->remote->pending[b] = t;
+        return -1;
+    }
+    rt->remote->inflight[src]--;
+    if (status != 0)
+        t->err = err_new(status, user_code, "%.*s", (int)mlen, msg ? msg : "");
+    for (uint32_t i = 0; status == 0 && i < nrets; i++) {
+        struct task_ret *ret = &t->rets[i];
+        uint8_t kind = rbuf_u8(r);
+        if (kind == RET_INLINE) {
+            uint32_t n;
+            const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
+            if (n) {
+                ret->data = malloc(n);
+                if (ret->data == NULL) {
+                    t->err = err_new(DEED_ERR_NO_MEMORY, 0, "owner out of memory");
+                    break;
+                }
+                memcpy(ret->data, bytes, n);
+                ret->where = WHERE_INLINE;
+            }
+            ret->size = n;
+        } else if (kind == RET_LOCATED) {
+            ret->size = rbuf_u64(r);
+            if (rbuf_loc(rt, r, &ret->loc) != 0 || ret->loc.rank != src)
+                r->err = 1;
+            ret->where = WHERE_REMOTE;
+        } else {
+            r->err = 1;
+        }
+        if (r->err) {
+            if (t->err == NULL)
+                t->err = err_new(DEED_ERR_INTERNAL, 0, "malformed reply from rank %u", src);
+            break;
+        }
+    }
+    uint32_t nrep = r->err ? 0 : rbuf_u32(r);
+    for (uint32_t i = 0; i < nrep && !r->err; i++) {
+        deed_ref_t ref = rbuf_ref(r);
+        uint8_t still = rbuf_u8(r);
+        uint32_t nb = rbuf_u16(r);
+        struct obj *row = owner_find(rt, ref);
+        if (row && still)
+            merge_borrowers(rt, row, src);
+        for (uint32_t k = 0; k < nb && !r->err; k++) {
+            uint32_t b = rbuf_u32(r);
+            if (row && b < rt->nranks)
+                merge_borrowers(rt, row, b);
+        }
+    }
+    if (t->err)
+        task_drop_returns(rt, t, 1);
+    task_finish_remote(rt, t);
+    return r->err ? -1 : 0;
+}
+
+/* ---- locate, pull, copies ------------------------------------------------------------------ */
+
+static void send_locate_reply(struct rt *rt, uint32_t dst, struct obj *o)
+{
+    struct wbuf *w = net_msg(rt, dst, WT_LOCATE_REPLY);
+    wbuf_ref(w, row_ref(o));
+    if (o->state == OBJ_ERROR || o->nrefs) {
+        wbuf_u8(w, LOC_ERROR);
+        if (o->state == OBJ_ERROR) {
+            wbuf_u32(w, (uint32_t)o->err->status);
+            wbuf_u32(w, (uint32_t)o->err->user_code);
+            wbuf_blob(w, o->err->msg, (uint32_t)strlen(o->err->msg));
+        } else {
+            static const char m[] = "object holds refs; refs inside objects that cross ranks "
+                                    "are not supported yet";
+            wbuf_u32(w, (uint32_t)DEED_ERR_UNSUPPORTED);
+            wbuf_u32(w, 0);
+            wbuf_blob(w, m, sizeof(m) - 1);
+        }
+    } else if (o->where == WHERE_INLINE || o->where == WHERE_NONE) {
+        wbuf_u8(w, LOC_INLINE);
+        wbuf_blob(w, o->data, (uint32_t)o->size);
+    } else {
+        struct loc mine;
+        int have = o->where == WHERE_STORE && store_where(rt, o->data, o->size, &mine) == 0;
+        wbuf_u8(w, LOC_LOCATED);
+        wbuf_u64(w, o->size);
+        wbuf_u16(w, (uint16_t)(o->nlocs + (have ? 1 : 0)));
+        if (have)
+            wbuf_loc(w, &mine);
+        for (uint32_t j = 0; j < o->nlocs; j++)
+            wbuf_loc(w, &o->locs[j]);
+    }
+    net_msg_end(rt, dst);
+}
+
+void remote_locate_fire(struct rt *rt, struct waiter *w, struct obj *o)
+{
+    struct rwaiter *rw = (struct rwaiter *)w;
+    send_locate_reply(rt, rw->rank, o);
+    free(rw);
+}
+
+static int on_locate(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    deed_ref_t ref = rbuf_ref(r);
+    if (r->err)
+        return -1;
+    struct obj *o = owner_find(rt, ref);
+    if (o == NULL || o->owner != rt->rank) {
+        struct wbuf *w = net_msg(rt, src, WT_LOCATE_REPLY);
+        static const char m[] = "the owner no longer has this object (released)";
+        wbuf_ref(w, ref);
+        wbuf_u8(w, LOC_ERROR);
+        wbuf_u32(w, (uint32_t)DEED_ERR_OBJECT_LOST);
+        wbuf_u32(w, 0);
+        wbuf_blob(w, m, sizeof(m) - 1);
+        net_msg_end(rt, src);
+        return 0;
+    }
+    if (o->state == OBJ_PENDING) {
+        struct rwaiter *rw = calloc(1, sizeof(*rw));
+        if (rw == NULL)
+            return -1;
+        rw->w.kind = W_REMOTE;
+        rw->rank = src;
+        wlist_add(&o->waiters, &rw->w);
+        return 0;
+    }
+    send_locate_reply(rt, src, o);
+    return 0;
+}
+
+static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    deed_ref_t ref = rbuf_ref(r);
+    uint8_t kind = rbuf_u8(r);
+    if (r->err || ref.owner != src)
+        return -1;
+    struct obj *o = owner_find(rt, ref);
+    if (o == NULL || o->owner == rt->rank)
+        return 0; /* released meanwhile */
+    o->locating = 0;
+    if (kind == LOC_INLINE) {
+        uint32_t n;
+        const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
+        if (r->err)
+            return -1;
+        void *data = NULL;
+        if (n && (data = malloc(n)) == NULL) {
+            owner_set_error(rt, o, err_new(DEED_ERR_NO_MEMORY, 0, "out of memory"));
+        } else {
+            if (n)
+                memcpy(data, bytes, n);
+            owner_set_value(rt, o, data, n, n ? WHERE_INLINE : WHERE_NONE);
+        }
+    } else if (kind == LOC_LOCATED) {
+        uint64_t size = rbuf_u64(r);
+        uint32_t nl = rbuf_u16(r);
+        struct loc *locs = calloc(nl ? nl : 1, sizeof(*locs));
+        for (uint32_t j = 0; j < nl && locs; j++)
+            if (rbuf_loc(rt, r, &locs[j]) != 0)
+                break;
+        if (r->err || locs == NULL || nl == 0) {
+            free(locs);
+            return -1;
+        }
+        free(o->locs);
+        o->locs = locs;
+        o->nlocs = nl;
+        owner_set_value(rt, o, NULL, size, WHERE_REMOTE);
+    } else if (kind == LOC_ERROR) {
+        int status = (int)rbuf_u32(r), code = (int)rbuf_u32(r);
+        uint32_t n;
+        const char *m = rbuf_blob(r, &n, 4096);
+        if (r->err)
+            return -1;
+        owner_set_error(rt, o, err_new(status, code, "%.*s", (int)n, m ? m : ""));
+    } else {
+        return -1;
+    }
+    owner_maybe_free(rt, o);
+    return 0;
+}
+
+static void pull_done(void *arg, int status)
+{
+    struct pull *p = arg;
+    struct rt *rt = p->rt;
+    struct obj *o = p->row;
+    o->pulling = 0;
+    if (status != 0) {
+        store_free(rt->store, p->dst.addr);
+        owner_set_error(rt, o, err_new(DEED_ERR_TRANSPORT, 0,
+                                       "pulling %llu bytes from rank %u failed: %s",
+                                       (unsigned long long)p->src.len, p->src.rank,
+                                       deed_strerror(status)));
+    } else {
+        rt->st.pulls++;
+        rt->st.pull_bytes += p->src.len;
+        o->data = p->dst.addr;
+        o->where = WHERE_STORE;
+        rt->st.store_objs++;
+        if (o->owner != rt->rank) {
+            struct loc mine;
+            if (store_where(rt, o->data, o->size, &mine) == 0) {
+                struct wbuf *w = net_msg(rt, o->owner, WT_COPY_ADDED);
+                wbuf_ref(w, row_ref(o));
+                wbuf_loc(w, &mine);
+                net_msg_end(rt, o->owner);
+                o->copy_pinned = 1;
+            }
+        }
+        owner_wake(rt, o);
+    }
+    free(p);
+    owner_maybe_free(rt, o);
+}
+
+static void pull_issue(struct rt *rt, struct pull *p)
+{
+    struct seginfo *si = &rt->remote->segs[p->src.rank][p->src.segment];
+    if (si->state != 2) {
+        p->next = si->waiting;
+        si->waiting = p;
+        if (si->state == 0) {
+            si->state = 1;
+            struct wbuf *w = net_msg(rt, p->src.rank, WT_RKEY_REQ);
+            wbuf_u32(w, p->src.segment);
+            net_msg_end(rt, p->src.rank);
+        }
+        return;
+    }
+    if (p->src.offset + p->src.len > si->len) {
+        pull_done(p, DEED_ERR_INVALID_ARG);
+        return;
+    }
+    void *base;
+    uint64_t slen;
+    struct tp_mem *mem;
+    store_segment(rt->store, p->dst.segment, &base, &slen, &mem);
+    int rc = rt->tp_ops->get(rt->tp, p->src.rank, p->dst.addr, mem, si->base + p->src.offset,
+                             si->rkey, si->rkey_len, p->src.len, pull_done, p);
+    if (rc != DEED_OK)
+        pull_done(p, rc);
+}
+
+static void pull_start(struct rt *rt, struct obj *o)
+{
+    struct loc *src = NULL;
+    for (uint32_t i = 0; i < o->nlocs; i++)
+        if (o->locs[i].rank != rt->rank && !rt->peers[o->locs[i].rank].dead) {
+            src = &o->locs[i];
+            break;
+        }
+    if (src == NULL) {
+        owner_set_error(rt, o, err_new(DEED_ERR_OBJECT_LOST, 0,
+                                       "no reachable copy of a %llu-byte object",
+                                       (unsigned long long)o->size));
+        return;
+    }
+    struct pull *p = calloc(1, sizeof(*p));
+    if (p == NULL) {
+        owner_set_error(rt, o, err_new(DEED_ERR_NO_MEMORY, 0, "out of memory"));
+        return;
+    }
+    p->rt = rt;
+    p->row = o;
+    p->src = *src;
+    p->src.len = o->size;
+    o->pulling = 1;
+    if (store_alloc(rt->store, o->size, &p->dst) != DEED_OK) {
+        p->next = rt->remote->retry; /* wait for store space; retried every loop pass */
+        rt->remote->retry = p;
+        return;
+    }
+    pull_issue(rt, p);
+}
+
+void remote_fetch(struct rt *rt, struct obj *o)
+{
+    if (rt->nranks == 1 || row_has_bytes(o) || o->pulling || o->locating)
+        return;
+    if (o->state == OBJ_READY && o->where == WHERE_REMOTE) {
+        pull_start(rt, o);
+    } else if (o->owner != rt->rank && o->state == OBJ_PENDING) {
+        o->locating = 1;
+        struct wbuf *w = net_msg(rt, o->owner, WT_LOCATE);
+        wbuf_ref(w, row_ref(o));
+        net_msg_end(rt, o->owner);
+    }
+}
+
+void remote_poll(struct rt *rt)
+{
+    if (rt->remote == NULL || rt->remote->retry == NULL)
+        return;
+    struct pull *list = rt->remote->retry, *p;
+    rt->remote->retry = NULL;
+    while ((p = list) != NULL) {
+        list = p->next;
+        if (store_alloc(rt->store, p->row->size, &p->dst) != DEED_OK) {
+            p->next = rt->remote->retry;
+            rt->remote->retry = p;
+        } else {
+            pull_issue(rt, p);
+        }
+    }
+}
+
+static int on_rkey_req(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint32_t seg = rbuf_u32(r);
+    if (r->err || seg >= MAX_SEGS || seg >= store_nsegments(rt->store))
+        return -1;
+    struct remote *re = rt->remote;
+    void *base;
+    uint64_t len;
+    struct tp_mem *mem;
+    store_segment(rt->store, seg, &base, &len, &mem);
+    if (re->my_rkey[seg] == NULL &&
+        rt->tp_ops->rkey_pack(rt->tp, mem, &re->my_rkey[seg], &re->my_rkey_len[seg]) != DEED_OK) {
+        log_error("remote: cannot pack the rkey of store segment %u", seg);
+        re->my_rkey[seg] = NULL;
+        return 0;
+    }
+    struct wbuf *w = net_msg(rt, src, WT_RKEY_REPLY);
+    wbuf_u32(w, seg);
+    wbuf_u64(w, (uint64_t)(uintptr_t)base);
+    wbuf_u64(w, len);
+    wbuf_blob(w, re->my_rkey[seg], (uint32_t)re->my_rkey_len[seg]);
+    net_msg_end(rt, src);
+    return 0;
+}
+
+static int on_rkey_reply(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint32_t seg = rbuf_u32(r);
+    uint64_t base = rbuf_u64(r), len = rbuf_u64(r);
+    uint32_t n;
+    const void *blob = rbuf_blob(r, &n, 1 << 16);
+    if (r->err || seg >= MAX_SEGS || n == 0)
+        return -1;
+    struct seginfo *si = &rt->remote->segs[src][seg];
+    if (si->state == 2)
+        return 0;
+    si->rkey = malloc(n);
+    if (si->rkey == NULL)
+        return -1;
+    memcpy(si->rkey, blob, n);
+    si->rkey_len = n;
+    si->base = base;
+    si->len = len;
+    si->state = 2;
+    struct pull *p;
+    while ((p = si->waiting) != NULL) {
+        si->waiting = p->next;
+        pull_issue(rt, p);
+    }
+    return 0;
+}
+
+static int on_copy_added(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    deed_ref_t ref = rbuf_ref(r);
+    struct loc l;
+    if (rbuf_loc(rt, r, &l) != 0 || l.rank != src)
+        return -1;
+    struct obj *o = owner_find(rt, ref);
+    if (o == NULL || o->owner != rt->rank) {
+        /* freed meanwhile: the copy must go */
+        struct wbuf *w = net_msg(rt, src, WT_COPY_FREE);
+        wbuf_ref(w, ref);
+        net_msg_end(rt, src);
+        return 0;
+    }
+    struct loc *nl = realloc(o->locs, (o->nlocs + 1) * sizeof(*nl));
+    if (nl == NULL)
+        return -1;
+    nl[o->nlocs++] = l;
+    o->locs = nl;
+    return 0;
+}
+
+static int on_copy_free(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    deed_ref_t ref = rbuf_ref(r);
+    if (r->err || ref.owner != src)
+        return -1;
+    struct obj *o = owner_find(rt, ref);
+    if (o == NULL)
+        return 0;
+    o->copy_pinned = 0;
+    owner_maybe_free(rt, o);
+    return 0;
+}
+
+/* ---- borrowers --------------------------------------------------------------------------- */
+
+static void send_borrow_done(struct rt *rt, struct obj *o)
+{
+    struct wbuf *w = net_msg(rt, o->owner, WT_BORROW_DONE);
+    wbuf_ref(w, row_ref(o));
+    wbuf_u16(w, (uint16_t)o->nranks);
+    for (uint32_t i = 0; i < o->nranks; i++)
+        wbuf_u32(w, o->ranks[i]);
+    net_msg_end(rt, o->owner);
+    o->nranks = 0;
+    o->owner_waits = 0;
+}
+
+static int on_borrow_wait(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    deed_ref_t ref = rbuf_ref(r);
+    if (r->err || ref.owner != src)
+        return -1;
+    struct obj *o = owner_find(rt, ref);
+    if (o == NULL) {
+        struct wbuf *w = net_msg(rt, src, WT_BORROW_DONE);
+        wbuf_ref(w, ref);
+        wbuf_u16(w, 0);
+        net_msg_end(rt, src);
+        return 0;
+    }
+    o->expect_wait = 0;
+    o->owner_waits = 1;
+    owner_maybe_free(rt, o); /* answers at once if nothing here holds it any more */
+    return 0;
+}
+
+static int on_borrow_done(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    deed_ref_t ref = rbuf_ref(r);
+    uint32_t nb = rbuf_u16(r);
+    if (r->err || ref.owner != rt->rank)
+        return -1;
+    struct obj *o = owner_find(rt, ref);
+    for (uint32_t i = 0; i < nb; i++) {
+        uint32_t b = rbuf_u32(r);
+        if (r->err)
+            return -1;
+        if (o && b < rt->nranks && b != src)
+            add_borrower(rt, o, b); /* subscribe before the reporter is dropped */
+    }
+    if (o == NULL)
+        return 0;
+    del_rank(o->ranks, &o->nranks, src);
+    owner_maybe_free(rt, o);
+    return 0;
+}
+
+int remote_row_hold(struct rt *rt, struct obj *o)
+{
+    if (o->owner == rt->rank)
+        return o->nranks > 0 || o->pulling;
+    if (o->owner_waits)
+        send_borrow_done(rt, o);
+    return o->expect_wait || o->copy_pinned || o->pulling || o->locating || o->nranks > 0;
+}
+
+void remote_row_freed(struct rt *rt, struct obj *o)
+{
+    if (o->owner == rt->rank) {
+        for (uint32_t i = 0; i < o->nlocs; i++) {
+            uint32_t holder = o->locs[i].rank;
+            int dup = 0;
+            for (uint32_t j = 0; j < i; j++)
+                dup |= o->locs[j].rank == holder;
+            if (holder == rt->rank || dup || rt->peers[holder].dead)
+                continue;
+            struct wbuf *w = net_msg(rt, holder, WT_COPY_FREE);
+            wbuf_ref(w, row_ref(o));
+            net_msg_end(rt, holder);
+        }
+    }
+    free(o->locs);
+    free(o->ranks);
+    o->locs = NULL;
+    o->ranks = NULL;
+    o->nlocs = o->nranks = 0;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+int remote_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body)
+{
+    int rc;
+    switch (type) {
+    case WT_TASK_PUSH: rc = on_task_push(rt, src, body); break;
+    case WT_TASK_REPLY: rc = on_task_reply(rt, src, body); break;
+    case WT_LOCATE: rc = on_locate(rt, src, body); break;
+    case WT_LOCATE_REPLY: rc = on_locate_reply(rt, src, body); break;
+    case WT_COPY_ADDED: rc = on_copy_added(rt, src, body); break;
+    case WT_COPY_FREE: rc = on_copy_free(rt, src, body); break;
+    case WT_BORROW_WAIT: rc = on_borrow_wait(rt, src, body); break;
+    case WT_BORROW_DONE: rc = on_borrow_done(rt, src, body); break;
+    case WT_RKEY_REQ: rc = on_rkey_req(rt, src, body); break;
+    case WT_RKEY_REPLY: rc = on_rkey_reply(rt, src, body); break;
+    default: rc = -1;
+    }
+    return rc;
+}
