@@ -42,7 +42,8 @@ struct rt *ctx_rt(deed_ctx_t *ctx, deed_status_t *rc)
         *rc = DEED_ERR_INVALID_ARG;
         return NULL;
     }
-    if (ctx < slots || ctx >= slots + MAX_CTX) {
+    if (ctx < slots || ctx >= slots + MAX_CTX ||
+        ((uintptr_t)ctx - (uintptr_t)slots) % sizeof(struct deed_ctx) != 0) {
         log_error("deed: the context pointer %p did not come from deed_init", (void *)ctx);
         *rc = DEED_ERR_INVALID_ARG;
         return NULL;
