@@ -297,7 +297,12 @@ DEED_API const char *deed_task_name(deed_task_id_t id);
 typedef struct deed_submit_opts {
     uint32_t size;        /**< sizeof(deed_submit_opts_t) */
     int32_t max_retries;  /**< re-runs after a rank failure; -1 = runtime default */
+    int32_t rank;         /**< run on this rank (placement hint); -1 = anywhere. A rank that
+                               is out of range is DEED_ERR_INVALID_ARG at submit */
 } deed_submit_opts_t;
+
+/** Default options: anywhere, default retries. */
+#define DEED_SUBMIT_OPTS_INIT {sizeof(deed_submit_opts_t), -1, -1}
 
 /**
  * Submit task @p task with @p nargs arguments; @p rets receives @p nrets refs (futures), one
@@ -452,6 +457,11 @@ typedef struct deed_stats {
     uint32_t blocked;          /**< tasks currently blocked in get/wait */
     uint32_t pad_;
     uint64_t misuse;           /**< API misuse detected asynchronously (logged) */
+    uint64_t tasks_remote_in;  /**< tasks other ranks pushed to this rank */
+    uint64_t pulls;            /**< objects pulled from other ranks' stores (one-sided gets) */
+    uint64_t pull_bytes;       /**< bytes pulled */
+    uint64_t batches_sent;     /**< message batches sent (one per destination per loop pass) */
+    uint64_t msgs_dropped;     /**< malformed or fenced messages dropped (logged) */
 } deed_stats_t;
 
 /**

@@ -332,6 +332,11 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
         log_error("deed_submit_opts: opts->size must be sizeof(deed_submit_opts_t)");
         return DEED_ERR_INVALID_ARG;
     }
+    if (opts && (opts->rank < -1 || (opts->rank >= 0 && (uint32_t)opts->rank >= rt->nranks))) {
+        log_error("deed_submit_opts: rank %d is out of range (job has %u ranks)", opts->rank,
+                  rt->nranks);
+        return DEED_ERR_INVALID_ARG;
+    }
     const struct registry_entry *e = registry_find(task);
     if (e == NULL) {
         log_error("deed_submit: no task registered with id %016llx", (unsigned long long)task);
@@ -380,6 +385,7 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
     t->fid = task;
     t->fn = e->fn;
     t->max_retries = opts ? opts->max_retries : -1;
+    t->want_rank = opts ? opts->rank : -1;
     struct task *parent = current_task(rt);
     if (parent)
         t->id = ids_child(parent->id, parent->nchildren++);

@@ -168,6 +168,11 @@ static void on_stats(struct rt *rt, struct req *r)
     s->threads = atomic_load(&rt->sched.nthreads);
     s->blocked = atomic_load(&rt->sched.blocked);
     s->misuse = rt->st.misuse;
+    s->tasks_remote_in = rt->st.remote_in;
+    s->pulls = rt->st.pulls;
+    s->pull_bytes = rt->st.pull_bytes;
+    s->batches_sent = rt->st.batches_sent;
+    s->msgs_dropped = rt->st.msgs_dropped;
     r->status = DEED_OK;
     completion_signal(&r->done);
 }

@@ -214,6 +214,9 @@ static uint32_t place(struct rt *rt, struct task *t)
     uint32_t best = rt->rank;
     uint64_t best_bytes = 0;
 
+    if (t->want_rank >= 0 && (uint32_t)t->want_rank < rt->nranks &&
+        !rt->peers[t->want_rank].dead)
+        return (uint32_t)t->want_rank;
     /* refs inside objects do not cross ranks yet: such tasks stay here */
     for (uint32_t i = 0; i < t->nargs; i++) {
         struct obj *row = t->deps[i].row;

@@ -226,6 +226,7 @@ struct task {
     uint8_t placed;      /* owner side: placement decided */
     uint32_t owner_rank; /* executor side: who to reply to */
     uint32_t exec_rank;  /* owner side: where it runs */
+    int32_t want_rank;   /* placement hint from deed_submit_opts, -1 = anywhere */
     struct task *hnext;  /* owner side: remote-pending table chain */
 };
 
