@@ -1199,6 +1199,85 @@ START_TEST(finalize_waits_for_tasks)
 }
 END_TEST
 
+/* Inside a task: get with a short timeout on a slow object times out; wait k-of-n too. */
+static int t_timed_get(deed_task_t *t, const deed_arg_t *a, uint32_t n)
+{
+    (void)n;
+    deed_ctx_t *ctx = deed_task_ctx(t);
+    deed_view_t v;
+    uint64_t t0 = tu_now_ns();
+    deed_status_t rc1 = deed_get(ctx, a[0].ref, &v, 20000);
+    double ms = tu_ms_since(t0);
+    uint8_t rd = 9;
+    deed_status_t rc2 = deed_wait(ctx, &a[0].ref, 1, 1, 20000, &rd);
+    deed_status_t rc3 = deed_get(ctx, a[0].ref, &v, 0);
+    if (rc1 != DEED_ERR_TIMEOUT || rc2 != DEED_ERR_TIMEOUT || rc3 != DEED_ERR_TIMEOUT ||
+        rd != 0 || ms > 1500)
+        return deed_task_fail(t, 1, "rc %d %d %d ready %u after %.0f ms", rc1, rc2, rc3, rd, ms);
+    /* and then really wait */
+    if (deed_get(ctx, a[0].ref, &v, DEED_WAIT_FOREVER) != DEED_OK)
+        return deed_task_fail(t, 2, "final get");
+    deed_view_release(ctx, &v);
+    return 0;
+}
+DEED_REGISTER(t_timed_get)
+
+START_TEST(timeouts_inside_a_task)
+{
+    deed_ctx_t *ctx = tu_init_w(4);
+    deed_ref_t s = submit_sleep(ctx, 2000000), r;
+    deed_arg_in_t in = DEED_FUT(s);
+    ck_assert_int_eq(deed_submit_name(ctx, "t_timed_get", &in, 1, &r, 1), DEED_OK);
+    deed_view_t v;
+    deed_status_t rc = deed_get(ctx, r, &v, DEED_WAIT_FOREVER);
+    ck_assert_msg(rc == DEED_OK, "%s: %s", deed_strerror(rc), v.error_msg ? v.error_msg : "");
+    deed_view_release(ctx, &v);
+    deed_ref_release(ctx, s);
+    deed_ref_release(ctx, r);
+    ck_assert_int_eq(deed_finalize(ctx), DEED_OK);
+}
+END_TEST
+
+START_TEST(get_timeout_on_queued_task)
+{
+    /* one worker busy with a long task; a second task is queued behind it. A get with a
+     * 50 ms timeout on the queued task must return DEED_ERR_TIMEOUT after about 50 ms; it
+     * must not run the queued 1 s task on the caller's thread and return late. */
+    deed_ctx_t *ctx = tu_init_w(1);
+    deed_ref_t busy = submit_sleep(ctx, 1000000);
+    usleep(50000); /* let the worker take it */
+    deed_ref_t queued = submit_sleep(ctx, 1000000);
+    deed_view_t v;
+    uint64_t t0 = tu_now_ns();
+    deed_status_t rc = deed_get(ctx, queued, &v, 50000);
+    double ms = tu_ms_since(t0);
+    if (rc == DEED_OK)
+        deed_view_release(ctx, &v);
+    ck_assert_msg(rc == DEED_ERR_TIMEOUT && ms < 500,
+                  "get(timeout 50 ms) returned %s after %.0f ms", deed_strerror(rc), ms);
+    deed_ref_release(ctx, busy);
+    deed_ref_release(ctx, queued);
+    ck_assert_int_eq(deed_finalize(ctx), DEED_OK);
+}
+END_TEST
+
+START_TEST(future_of_pending_object_released_early)
+{
+    deed_ctx_t *ctx = tu_init_w(2);
+    deed_ref_t s = submit_sleep(ctx, 100000), r;
+    deed_arg_in_t in[2] = {DEED_FUT(s), DEED_VAL(&s, sizeof(s))};
+    ck_assert_int_eq(deed_submit_name(ctx, "t_getfut", in, 2, &r, 1), DEED_OK);
+    ck_assert_int_eq(deed_ref_release(ctx, s), DEED_OK); /* only the borrower is left */
+    uint64_t out[2];
+    ck_assert_int_eq(deed_get_copy(ctx, r, out, sizeof(out), NULL, DEED_WAIT_FOREVER), DEED_OK);
+    int64_t us = 100000;
+    ck_assert_uint_eq(out[0], tu_fnv(&us, sizeof(us)));
+    deed_ref_release(ctx, r);
+    ck_assert_msg(tu_drained_within(ctx, 5000), "leak");
+    ck_assert_int_eq(deed_finalize(ctx), DEED_OK);
+}
+END_TEST
+
 int main(void)
 {
     Suite *s = suite_create("semantics");
@@ -1232,6 +1311,9 @@ int main(void)
     tcase_add_test(tc, empty_objects);
     tcase_add_test(tc, dup_counts);
     tcase_add_test(tc, finalize_waits_for_tasks);
+    tcase_add_test(tc, timeouts_inside_a_task);
+    tcase_add_test(tc, get_timeout_on_queued_task);
+    tcase_add_test(tc, future_of_pending_object_released_early);
     suite_add_tcase(s, tc);
     return tu_run(s);
 }
