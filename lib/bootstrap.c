@@ -1,0 +1,202 @@
+/*
+ * bootstrap.c — the bootstrap layer's common parts (see bootstrap.h): choosing an
+ * implementation from the environment, the "single" implementation (a one-rank job with no
+ * launcher), the DEED_BOOT_TIMEOUT default and the launcher's placement function.
+ */
+#include "bootstrap.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deed.h"
+#include "log.h"
+
+#define BOOT_DEFAULT_TIMEOUT_MS 30000u
+
+uint32_t boot_default_timeout_ms(void)
+{
+    const char *s = getenv("DEED_BOOT_TIMEOUT");
+    char *end;
+    double v;
+
+    if (!s || !*s)
+        return BOOT_DEFAULT_TIMEOUT_MS;
+    errno = 0;
+    v = strtod(s, &end);
+    if (errno != 0 || end == s || *end != '\0' || !(v > 0) || v > 86400.0 * 7) {
+        log_warn("bootstrap: DEED_BOOT_TIMEOUT='%s' is invalid (seconds, e.g. 30 or 0.5, at "
+                 "most a week); using %u s", s, BOOT_DEFAULT_TIMEOUT_MS / 1000);
+        return BOOT_DEFAULT_TIMEOUT_MS;
+    }
+    v = v * 1000.0 + 0.999;
+    return v < 1.0 ? 1u : (uint32_t)v;
+}
+
+/* ---- "single": rank 0 of 1 ---------------------------------------------------------- */
+
+static int single_init(uint32_t timeout_ms, struct boot **b, uint32_t *rank, uint32_t *nranks)
+{
+    const char *n = getenv("DEED_NRANKS");
+
+    if (!b || !rank || !nranks)
+        return DEED_ERR_INVALID_ARG;
+    if (n && strcmp(n, "1") != 0) {
+        log_error("bootstrap: DEED_NRANKS=%s but DEED_RENDEZVOUS is not set: a multi-rank job "
+                  "needs a launcher (deedrun -n N, or srun)", n);
+        return DEED_ERR_BOOTSTRAP;
+    }
+    *b = calloc(1, sizeof(**b));
+    if (!*b)
+        return DEED_ERR_NO_MEMORY;
+    (*b)->ops = &boot_single_ops;
+    *rank = 0;
+    *nranks = 1;
+    return DEED_OK;
+}
+
+static int single_allgatherv(struct boot *b, const void *mine, size_t len, void **all,
+                             size_t **lens)
+{
+    if (!b || !all || !lens || (len && !mine))
+        return DEED_ERR_INVALID_ARG;
+    *all = malloc(len ? len : 1);
+    *lens = malloc(sizeof(size_t));
+    if (!*all || !*lens) {
+        free(*all);
+        free(*lens);
+        *all = NULL;
+        *lens = NULL;
+        return DEED_ERR_NO_MEMORY;
+    }
+    if (len)
+        memcpy(*all, mine, len);
+    (*lens)[0] = len;
+    return DEED_OK;
+}
+
+static int single_barrier(struct boot *b)
+{
+    return b ? DEED_OK : DEED_ERR_INVALID_ARG;
+}
+
+static void single_abort(struct boot *b, const char *msg)
+{
+    log_error("bootstrap: rank 0 aborted the job: %s", msg ? msg : "(no reason given)");
+}
+
+static void single_fini(struct boot *b)
+{
+    free(b);
+}
+
+const struct boot_ops boot_single_ops = {
+    .size = sizeof(struct boot_ops),
+    .name = "single",
+    .init = single_init,
+    .allgatherv = single_allgatherv,
+    .barrier = single_barrier,
+    .abort = single_abort,
+    .fini = single_fini,
+};
+
+/* ---- selection ---------------------------------------------------------------------- */
+
+const struct boot_ops *boot_find(const char *name)
+{
+    static const struct boot_ops *const all[] = {&boot_single_ops, &boot_tcp_ops};
+
+    if (!name)
+        return NULL;
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
+        if (strcmp(all[i]->name, name) == 0)
+            return all[i];
+    return NULL;
+}
+
+const struct boot_ops *boot_select(void)
+{
+    const char *s = getenv("DEED_BOOTSTRAP");
+    const char *rv = getenv("DEED_RENDEZVOUS");
+
+    if (s && *s) {
+        const struct boot_ops *ops = boot_find(s);
+        if (ops)
+            return ops;
+        log_warn("bootstrap: DEED_BOOTSTRAP='%s' is unknown (allowed: single, tcp); choosing "
+                 "from DEED_RENDEZVOUS", s);
+    }
+    return rv && *rv ? &boot_tcp_ops : &boot_single_ops;
+}
+
+/* ---- placement ---------------------------------------------------------------------- */
+
+int boot_place_rank(hwloc_topology_t topology, enum boot_bind mode, uint32_t rank,
+                    uint32_t nranks, hwloc_bitmap_t out)
+{
+    hwloc_const_cpuset_t allowed;
+
+    if (!topology || !out || nranks == 0 || rank >= nranks)
+        return DEED_ERR_INVALID_ARG;
+    allowed = hwloc_topology_get_allowed_cpuset(topology);
+    hwloc_bitmap_zero(out);
+
+    switch (mode) {
+    case BOOT_BIND_NONE:
+        hwloc_bitmap_copy(out, allowed);
+        return DEED_OK;
+
+    case BOOT_BIND_CORE: {
+        hwloc_obj_type_t type = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE) > 0
+                                    ? HWLOC_OBJ_CORE
+                                    : HWLOC_OBJ_PU;
+        int total = hwloc_get_nbobjs_by_type(topology, type);
+        uint64_t ncores = 0, first, last, idx = 0;
+        hwloc_obj_t o = NULL;
+
+        while ((o = hwloc_get_next_obj_by_type(topology, type, o)))
+            if (hwloc_bitmap_intersects(o->cpuset, allowed))
+                ncores++;
+        if (total <= 0 || ncores == 0)
+            return DEED_ERR_UNSUPPORTED;
+        if (nranks <= ncores) {
+            first = (uint64_t)rank * ncores / nranks;
+            last = (uint64_t)(rank + 1) * ncores / nranks; /* exclusive */
+        } else {
+            first = rank % ncores;
+            last = first + 1;
+        }
+        while ((o = hwloc_get_next_obj_by_type(topology, type, o))) {
+            if (!hwloc_bitmap_intersects(o->cpuset, allowed))
+                continue;
+            if (idx >= first && idx < last)
+                hwloc_bitmap_or(out, out, o->cpuset);
+            idx++;
+        }
+        hwloc_bitmap_and(out, out, allowed);
+        return DEED_OK;
+    }
+
+    case BOOT_BIND_NUMA: {
+        uint32_t nnodes = 0, want, idx = 0;
+        hwloc_obj_t o = NULL;
+
+        while ((o = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, o)))
+            if (o->cpuset && hwloc_bitmap_intersects(o->cpuset, allowed))
+                nnodes++;
+        if (nnodes == 0)
+            return DEED_ERR_UNSUPPORTED;
+        want = rank % nnodes;
+        while ((o = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, o))) {
+            if (!o->cpuset || !hwloc_bitmap_intersects(o->cpuset, allowed))
+                continue;
+            if (idx++ == want) {
+                hwloc_bitmap_and(out, o->cpuset, allowed);
+                return DEED_OK;
+            }
+        }
+        return DEED_ERR_INTERNAL;
+    }
+    }
+    return DEED_ERR_INVALID_ARG;
+}

@@ -11,20 +11,34 @@
  * Later: "pmix" (Slurm steps), "mpi" (deed_init_mpi).
  *
  * Environment set by the launcher (deedrun): DEED_RANK, DEED_NRANKS, DEED_JOB_KEY (hex, 32
- * digits), DEED_RENDEZVOUS (host:port of the server). Absent DEED_RENDEZVOUS = "single".
+ * digits), DEED_RENDEZVOUS (host:port of the server), DEED_LOCAL_RANK, DEED_LOCAL_NRANKS.
+ * Absent DEED_RENDEZVOUS = "single". DEED_BOOTSTRAP=single|tcp forces a choice.
+ * DEED_BOOT_TIMEOUT (seconds, decimals allowed, default 30) bounds every wait when init is
+ * given timeout_ms = 0.
+ *
+ * Every function returns DEED_OK or a negative deed_status_t: DEED_ERR_BOOTSTRAP (refused,
+ * protocol error, the job failed, bad environment), DEED_ERR_TIMEOUT (a wait ran out; the
+ * log names the rendezvous and what was awaited), DEED_ERR_NO_MEMORY, DEED_ERR_INVALID_ARG.
  */
 #ifndef DEED_BOOTSTRAP_H
 #define DEED_BOOTSTRAP_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <hwloc.h>
 
-struct boot;
+struct boot_ops;
+
+/* A connected bootstrap handle: the implementation's ops and its private state. */
+struct boot {
+    const struct boot_ops *ops;
+    void *impl;
+};
 
 struct boot_ops {
     size_t size;       /* sizeof(struct boot_ops) */
     const char *name;
-    /* Connect; fills rank and nranks. timeout_ms bounds every wait (0 = default 30 s). On
+    /* Connect; fills rank and nranks. timeout_ms bounds every wait (0 = boot_default_timeout_ms()). On
      * failure the log names what it waited for (address, rank count, ...). */
     int (*init)(uint32_t timeout_ms, struct boot **b, uint32_t *rank, uint32_t *nranks);
     /* Every rank contributes len bytes (lengths may differ between ranks); on success
@@ -43,5 +57,24 @@ const struct boot_ops *boot_find(const char *name);
 
 extern const struct boot_ops boot_single_ops;
 extern const struct boot_ops boot_tcp_ops;
+
+/* The timeout init uses when given 0: DEED_BOOT_TIMEOUT (seconds) or 30 s. A malformed
+ * value is logged and the default is used. */
+uint32_t boot_default_timeout_ms(void);
+
+/* Launcher placement (deedrun --bind): a pure function of the topology, so it can be tested
+ * on synthetic topologies. Fills out with the cpuset of local rank `rank` of `nranks`:
+ *   BOOT_BIND_CORE: the usable cores (those intersecting the topology's allowed cpuset,
+ *     in hwloc's logical order; PUs where hwloc reports no cores) are cut into nranks
+ *     contiguous shares, rank r getting cores [r*C/N, (r+1)*C/N), all PUs of each; with more
+ *     ranks than cores, rank r gets core r mod C (round robin);
+ *   BOOT_BIND_NUMA: the cpuset of NUMA node r mod #nodes (logical order; the nodes whose
+ *     cpuset is empty, e.g. CPU-less memory, are skipped);
+ *   BOOT_BIND_NONE: the whole allowed cpuset.
+ * Returns DEED_OK, DEED_ERR_INVALID_ARG (nranks 0, rank >= nranks, NULL) or
+ * DEED_ERR_UNSUPPORTED (no usable core / NUMA node in the topology). */
+enum boot_bind { BOOT_BIND_NONE = 0, BOOT_BIND_CORE, BOOT_BIND_NUMA };
+int boot_place_rank(hwloc_topology_t topology, enum boot_bind mode, uint32_t rank,
+                    uint32_t nranks, hwloc_bitmap_t out);
 
 #endif /* DEED_BOOTSTRAP_H */
