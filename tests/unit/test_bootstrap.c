@@ -546,18 +546,26 @@ END_TEST
 
 START_TEST(no_server_times_out_naming_the_address)
 {
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t sl = sizeof(sa);
     uint16_t port;
-    struct rdv *r = server(1, &port);
     struct client c;
     char want[128];
+    /* a port that is bound but not listening: connections are refused, and no other test
+     * running in parallel can take it meanwhile */
+    int hold = socket(AF_INET, SOCK_STREAM, 0);
 
-    rdv_destroy(r); /* nobody listens on port now */
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(hold, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    ck_assert_int_eq(getsockname(hold, (struct sockaddr *)&sa, &sl), 0);
+    port = ntohs(sa.sin_port);
     spawn(&c, port, KEYHEX, 0, 1, "1", SC_INIT_ONLY);
     ck_assert_int_eq(serve(NULL, &c, 1, 10000), 0);
     ck_assert_int_eq(exit_code(&c), CHILD_FAILED(DEED_ERR_TIMEOUT));
     snprintf(want, sizeof(want), "cannot connect to the rendezvous at 127.0.0.1:%u after 1 s",
              (unsigned)port);
     ck_assert_msg(strstr(c.err, want), "stderr lacks '%s': %s", want, c.err);
+    close(hold);
 }
 END_TEST
 

@@ -1,6 +1,6 @@
 /*
- * test_deedrun.c — runs the real deedrun binary (<build>/tools/deedrun, found from
- * /proc/self/exe) on this test binary itself as the rank program: `deedrun -n N <this> --child
+ * test_deedrun.c — runs the real deedrun binary ($DEED_TEST_DEEDRUN, as tests/meson.build
+ * sets it, else <build>/tools/deedrun found from /proc/self/exe) on this test binary itself as the rank program: `deedrun -n N <this> --child
  * MODE` runs child_main instead of the Check suite. Checks: every rank's output arrives with
  * its "[r] " prefix on the right stream; the environment; a failing rank (exit code, signal)
  * is reported by rank and makes deedrun fail, the others being stopped after the grace
@@ -444,6 +444,10 @@ int main(int argc, char **argv)
         return EXIT_FAILURE;
     }
     self[n] = '\0';
+    if (getenv("DEED_TEST_DEEDRUN") && *getenv("DEED_TEST_DEEDRUN")) {
+        snprintf(deedrun, sizeof(deedrun), "%s", getenv("DEED_TEST_DEEDRUN"));
+        goto found;
+    }
     snprintf(deedrun, sizeof(deedrun), "%s", self);
     slash = strrchr(deedrun, '/');
     *slash = '\0';
@@ -456,6 +460,7 @@ int main(int argc, char **argv)
     if (strlen(deedrun) + sizeof("/tools/deedrun") > sizeof(deedrun))
         return EXIT_FAILURE;
     strcat(deedrun, "/tools/deedrun");
+found:
     if (access(deedrun, X_OK) != 0) {
         fprintf(stderr, "test_deedrun: %s is missing (build tools/deedrun first)\n", deedrun);
         return EXIT_FAILURE;
