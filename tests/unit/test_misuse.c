@@ -125,7 +125,7 @@ static void all_calls(deed_ctx_t *ctx, deed_status_t want, deed_ref_t r, deed_vi
     uint8_t ready[1];
     deed_stats_t st = {.size = sizeof(st)};
     deed_arg_in_t in = DEED_VAL(&x, sizeof(x));
-    deed_submit_opts_t opts = {sizeof(opts), -1};
+    deed_submit_opts_t opts = {sizeof(opts), -1, -1};
     deed_view_t vv;
     deed_task_id_t id = deed_task_id("x_ok");
 
@@ -456,7 +456,7 @@ START_TEST(null_outputs_and_arrays)
     ck_assert_int_eq(deed_stats(ctx, &st), DEED_OK);
     ck_assert_uint_eq(st.size, sizeof(st));
 
-    deed_submit_opts_t o = {sizeof(o) + 4, -1};
+    deed_submit_opts_t o = {sizeof(o) + 4, -1, -1};
     ck_assert_int_eq(deed_submit_opts(ctx, id, NULL, 0, &out, 1, &o), DEED_ERR_INVALID_ARG);
     o.size = 0;
     ck_assert_int_eq(deed_submit_opts(ctx, id, NULL, 0, &out, 1, &o), DEED_ERR_INVALID_ARG);
