@@ -387,6 +387,7 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
     t->max_retries = opts ? opts->max_retries : -1;
     t->want_rank = opts ? opts->rank : -1;
     struct task *parent = current_task(rt);
+    t->nested = parent != NULL;
     if (parent)
         t->id = ids_child(parent->id, parent->nchildren++);
     else

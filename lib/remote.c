@@ -247,8 +247,10 @@ static uint32_t place(struct rt *rt, struct task *t)
     }
     if (best_bytes)
         return rt->peers[best].dead ? rt->rank : best;
-    /* load: queued minus slots, lowest wins, this rank on ties */
-    int64_t mine = (int64_t)rt->local_load - (int64_t)rt->sched.nslots;
+    /* load: queued minus slots, lowest wins, this rank on ties. A task submitted by a
+     * task body stays here longer: its parent usually waits for it, and a queued local
+     * child is run inline by the waiting parent instead of costing a blocked thread. */
+    int64_t mine = (int64_t)rt->local_load - (int64_t)rt->sched.nslots * (t->nested ? 4 : 1);
     if (mine < 0)
         return rt->rank;
     int64_t best_score = mine;

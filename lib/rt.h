@@ -227,6 +227,7 @@ struct task {
     uint32_t owner_rank; /* executor side: who to reply to */
     uint32_t exec_rank;  /* owner side: where it runs */
     int32_t want_rank;   /* placement hint from deed_submit_opts, -1 = anywhere */
+    uint8_t nested;      /* submitted by a running task (it will likely get the result) */
     struct task *hnext;  /* owner side: remote-pending table chain */
 };
 
