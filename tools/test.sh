@@ -61,6 +61,8 @@ build_asan=${DEED_BUILD_ASAN:-build-asan}
 
 asan_opts=(--buildtype=debugoptimized -Dwerror=false "-Db_sanitize=address,undefined"
     -Db_lundef=false -Dstress_tasks=200000)
+# The sanitizers slow the code down 2-5x: give every test three times its timeout there.
+asan_test_opts="--timeout-multiplier 3"
 asan_env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
 
@@ -115,12 +117,12 @@ print(p, f, s)
 EOF
 }
 
-# build_and_test STAGE DIR "ENV..." MESON-OPTIONS...
+# build_and_test STAGE DIR "ENV..." "MESON-TEST-OPTIONS..." MESON-SETUP-OPTIONS...
 # Returns 0 if DIR compiled (whatever the tests said), 1 if it did not.
 build_and_test()
 {
-    local stage=$1 dir=$2 envs=$3
-    shift 3
+    local stage=$1 dir=$2 envs=$3 topts=$4
+    shift 4
     local start=$SECONDS rc p f s
 
     banner "$stage: configure $dir/ ($*)"
@@ -138,8 +140,8 @@ build_and_test()
 
     banner "$stage: meson test -C $dir ${envs:+(with $envs)}"
     rm -f "$dir"/meson-logs/testlog*.json
-    # shellcheck disable=SC2086 # $envs is a list of VAR=value words
-    env $envs meson test -C "$dir" --print-errorlogs "${test_args[@]}"
+    # shellcheck disable=SC2086 # $envs and $topts are lists of words
+    env $envs meson test -C "$dir" --print-errorlogs $topts "${test_args[@]}"
     rc=$?
     read -r p f s < <(count_results "$dir")
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
@@ -174,12 +176,12 @@ else
 fi
 
 build_ok=0
-if build_and_test build "$build" "" "${DEED_BUILD_OPTS[@]}"; then
+if build_and_test build "$build" "" "" "${DEED_BUILD_OPTS[@]}"; then
     build_ok=1
 fi
 
 if [ "$run_asan" = 1 ]; then
-    build_and_test asan+ubsan "$build_asan" "${asan_env[*]}" "${asan_opts[@]}"
+    build_and_test asan+ubsan "$build_asan" "${asan_env[*]}" "$asan_test_opts" "${asan_opts[@]}"
 else
     record asan+ubsan SKIP "--no-asan" 0
 fi
