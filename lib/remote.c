@@ -13,8 +13,7 @@
  * Executor side: a pushed task gets borrowed rows for its located and future arguments,
  * pulls located arguments into this rank's store with a one-sided get, runs, and replies.
  *
- * Not yet: leases (placement is owner-side, per task), refs contained in objects that cross
- * ranks (refused with DEED_ERR_UNSUPPORTED), failures (the fault-tolerance issue).
+ * Not yet: leases (placement is owner-side, per task), failures (the fault-tolerance issue).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -188,6 +187,112 @@ static void add_borrower(struct rt *rt, struct obj *o, uint32_t b)
     }
 }
 
+/* ---- refs inside objects that cross ranks ---------------------------------------------- *
+ *
+ * Whoever hands a ref to a new holder makes sure the ref's owner learns of that holder
+ * before anything could drop the ref, and says so in the same message (no ordering race):
+ *   - the receiver owns it: nothing to do;
+ *   - we own it: the receiver becomes our borrower right now (flag 1: the receiver knows
+ *     it is registered and answers BORROW_DONE when it is done);
+ *   - someone else owns it: the receiver becomes *our* new borrower, reported to the owner
+ *     in our own BORROW_DONE (flag 0: the receiver keeps its row until the owner's
+ *     BORROW_WAIT arrives). We keep our row until then.
+ */
+static void write_refs_to(struct rt *rt, struct wbuf *w, const deed_ref_t *refs, uint32_t n,
+                          uint32_t dst)
+{
+    wbuf_u32(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t reg = 0;
+        wbuf_ref(w, refs[i]);
+        if (refs[i].owner != dst) {
+            struct obj *o = owner_find(rt, refs[i]);
+            if (o && o->owner == rt->rank) {
+                if (add_rank(&o->ranks, &o->nranks, dst) >= 0)
+                    reg = 1;
+            } else if (o && add_rank(&o->ranks, &o->nranks, dst) < 0) {
+                log_error("remote: out of memory recording a borrower");
+            }
+        }
+        wbuf_u8(w, reg);
+    }
+}
+
+/* Decode refs written by write_refs_to into rows counted by one more holder (*contained*
+ * when an object here holds them, *submitted* when a task does). Returns a malloc'd array
+ * (NULL when n == 0) or sets r->err. */
+static deed_ref_t *read_refs_from(struct rt *rt, struct rbuf *r, uint32_t *n_out, int contained,
+                                  struct obj **rows_out)
+{
+    uint32_t n = rbuf_u32(r);
+    *n_out = 0;
+    if (r->err || n > rbuf_left(r) / 25) {
+        r->err = 1;
+        return NULL;
+    }
+    if (n == 0)
+        return NULL;
+    deed_ref_t *refs = malloc(n * sizeof(*refs));
+    if (refs == NULL) {
+        r->err = 1;
+        return NULL;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        refs[i] = rbuf_ref(r);
+        uint8_t reg = rbuf_u8(r);
+        if (r->err || refs[i].owner >= rt->nranks || deed_ref_is_null(refs[i])) {
+            r->err = 1;
+            break;
+        }
+        struct obj *o = remote_borrow_row(rt, refs[i]);
+        if (o == NULL) {
+            r->err = 1;
+            break;
+        }
+        if (o->owner != rt->rank) {
+            if (reg)
+                o->owner_waits = 1, o->expect_wait = 0;
+            else if (!o->owner_waits)
+                o->expect_wait = 1;
+        }
+        if (contained)
+            o->contained++;
+        else
+            o->submitted++;
+        if (rows_out)
+            rows_out[i] = o;
+        *n_out = i + 1;
+    }
+    if (r->err) {
+        /* undo the counts taken so far */
+        for (uint32_t i = 0; i < *n_out; i++) {
+            struct obj *o = owner_find(rt, refs[i]);
+            if (o) {
+                if (contained)
+                    o->contained--;
+                else
+                    o->submitted--;
+                owner_maybe_free(rt, o);
+            }
+        }
+        free(refs);
+        *n_out = 0;
+        return NULL;
+    }
+    return refs;
+}
+
+static void drop_contained(struct rt *rt, const deed_ref_t *refs, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        struct obj *o = owner_find(rt, refs[i]);
+        if (o && o->contained) {
+            o->contained--;
+            owner_maybe_free(rt, o);
+        }
+    }
+}
+
 /* ---- placement and push (owner side) ------------------------------------------------------ */
 
 static uint32_t pending_bucket(taskid_t id)
@@ -217,12 +322,6 @@ static uint32_t place(struct rt *rt, struct task *t)
     if (t->want_rank >= 0 && (uint32_t)t->want_rank < rt->nranks &&
         !rt->peers[t->want_rank].dead)
         return (uint32_t)t->want_rank;
-    /* refs inside objects do not cross ranks yet: such tasks stay here */
-    for (uint32_t i = 0; i < t->nargs; i++) {
-        struct obj *row = t->deps[i].row;
-        if (t->uargs[i].kind == DEED_ARG_REF && row && row->nrefs)
-            return rt->rank;
-    }
     /* locality: the rank holding most large argument bytes */
     for (uint32_t i = 0; i < t->nargs; i++) {
         struct obj *row = t->deps[i].row;
@@ -269,7 +368,7 @@ static uint32_t place(struct rt *rt, struct task *t)
     return best;
 }
 
-static void push_arg(struct rt *rt, struct wbuf *w, struct task *t, uint32_t i)
+static void push_arg(struct rt *rt, struct wbuf *w, struct task *t, uint32_t i, uint32_t dst)
 {
     deed_arg_t *a = &t->uargs[i];
     struct obj *row = t->deps[i].row;
@@ -283,6 +382,7 @@ static void push_arg(struct rt *rt, struct wbuf *w, struct task *t, uint32_t i)
         wbuf_u8(w, ARG_INLINE);
         wbuf_ref(w, a->ref);
         wbuf_blob(w, row->data, (uint32_t)row->size);
+        write_refs_to(rt, w, row->refs, row->nrefs, dst);
     } else {
         struct loc mine;
         int have = row->where == WHERE_STORE &&
@@ -295,6 +395,7 @@ static void push_arg(struct rt *rt, struct wbuf *w, struct task *t, uint32_t i)
             wbuf_loc(w, &mine);
         for (uint32_t j = 0; j < row->nlocs; j++)
             wbuf_loc(w, &row->locs[j]);
+        write_refs_to(rt, w, row->refs, row->nrefs, dst);
     }
 }
 
@@ -315,7 +416,7 @@ int remote_try_push(struct rt *rt, struct task *t)
     wbuf_u16(w, (uint16_t)t->nrets);
     wbuf_u16(w, (uint16_t)t->nargs);
     for (uint32_t i = 0; i < t->nargs; i++)
-        push_arg(rt, w, t, i);
+        push_arg(rt, w, t, i, dst);
     net_msg_end(rt, dst);
     uint32_t b = pending_bucket(t->id);
     t->hnext = rt->remote->pending[b];
@@ -339,6 +440,41 @@ static void reply_error(struct rt *rt, uint32_t dst, uint64_t hi, uint64_t lo, i
     wbuf_u16(w, 0); /* no returns */
     wbuf_u32(w, 0); /* no borrow report */
     net_msg_end(rt, dst);
+}
+
+/* The refs inside a by-ref argument: held by the task (t->held) and shown to the body. */
+static char *push_arg_refs(struct rt *rt, struct rbuf *r, struct task *t, deed_arg_t *a, char *p)
+{
+    uint32_t n;
+    struct obj *rows[64], **rowv = rows;
+    uint32_t peek = 0;
+    if (rbuf_left(r) >= 4)
+        peek = (uint32_t)r->p[0] | (uint32_t)r->p[1] << 8 | (uint32_t)r->p[2] << 16 |
+               (uint32_t)r->p[3] << 24;
+    if (peek > 64 && (rowv = malloc(peek * sizeof(*rowv))) == NULL) {
+        r->err = 1;
+        return p;
+    }
+    deed_ref_t *refs = read_refs_from(rt, r, &n, 0, rowv);
+    if (n) {
+        struct obj **nh = realloc(t->held, (t->nheld + n) * sizeof(*nh));
+        if (nh == NULL) {
+            r->err = 1;
+        } else {
+            t->held = nh;
+            memcpy(t->held + t->nheld, rowv, n * sizeof(*nh));
+            t->nheld += n;
+            p = (char *)(((uintptr_t)p + 7) & ~(uintptr_t)7);
+            memcpy(p, refs, n * sizeof(*refs));
+            a->refs = (const deed_ref_t *)p;
+            a->nrefs = n;
+            p += n * sizeof(*refs);
+        }
+    }
+    free(refs);
+    if (rowv != rows)
+        free(rowv);
+    return p;
 }
 
 static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
@@ -366,16 +502,21 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
             payload += n;
             break;
         case ARG_INLINE:
-            (void)rbuf_ref(&scan);
-            rbuf_blob(&scan, &n, WIRE_MAX_MSG);
-            payload += n;
-            break;
         case ARG_LOCATED: {
             (void)rbuf_ref(&scan);
-            (void)rbuf_u64(&scan);
-            uint32_t nl = rbuf_u16(&scan);
-            if (nl == 0 || !rbuf_take(&scan, (size_t)nl * 24))
+            if (kind == ARG_INLINE) {
+                rbuf_blob(&scan, &n, WIRE_MAX_MSG);
+                payload += n;
+            } else {
+                (void)rbuf_u64(&scan);
+                uint32_t nl = rbuf_u16(&scan);
+                if (nl == 0 || !rbuf_take(&scan, (size_t)nl * 24))
+                    scan.err = 1;
+            }
+            uint32_t nr = rbuf_u32(&scan);
+            if (nr > rbuf_left(&scan) / 25 || !rbuf_take(&scan, (size_t)nr * 25))
                 scan.err = 1;
+            payload += (uint64_t)nr * sizeof(deed_ref_t) + 8;
             break;
         }
         case ARG_FUTURE:
@@ -424,6 +565,8 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
                 p += n;
             }
             a->size = n;
+            if (kind == ARG_INLINE)
+                p = push_arg_refs(rt, r, t, a, p);
             continue;
         }
         a->ref = rbuf_ref(r);
@@ -450,6 +593,7 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
                 owner_set_value(rt, row, NULL, size, WHERE_REMOTE);
             }
             free(locs);
+            p = push_arg_refs(rt, r, t, a, p);
         }
         if (row == NULL) {
             if (t->err == NULL)
@@ -466,7 +610,7 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
 }
 
 /* The executor's borrow report for the refs a finished remote task was handed. */
-static void write_borrow_report(struct rt *rt, struct wbuf *w, struct task *t)
+static void write_borrow_report(struct rt *rt, struct wbuf *w, struct task *t, uint32_t dst)
 {
     size_t count_at = w->len;
     uint32_t count = 0;
@@ -481,14 +625,22 @@ static void write_borrow_report(struct rt *rt, struct wbuf *w, struct task *t)
                 seen = 1;
         if (seen)
             continue;
-        int still = row->local_refs || row->submitted || row->contained;
+        /* the caller itself as our new borrower (it received the ref inside one of our
+         * returns) stays ours to report to the owner: we remain a borrower for it */
+        int keeps_caller = 0;
+        for (uint32_t k = 0; k < row->nranks; k++)
+            keeps_caller |= row->ranks[k] == dst;
+        int still = row->local_refs || row->submitted || row->contained || keeps_caller;
         wbuf_ref(w, row_ref(row));
         wbuf_u8(w, (uint8_t)still);
-        wbuf_u16(w, (uint16_t)row->nranks);
+        wbuf_u16(w, (uint16_t)(row->nranks - (uint32_t)keeps_caller));
         for (uint32_t k = 0; k < row->nranks; k++)
-            wbuf_u32(w, row->ranks[k]);
+            if (row->ranks[k] != dst)
+                wbuf_u32(w, row->ranks[k]);
         row->nranks = 0; /* responsibility moved to the caller */
-        if (still)
+        if (keeps_caller)
+            row->ranks[row->nranks++] = dst;
+        if (still && row->owner != rt->rank && !row->owner_waits)
             row->expect_wait = 1;
         count++;
     }
@@ -500,13 +652,9 @@ static void write_borrow_report(struct rt *rt, struct wbuf *w, struct task *t)
 void remote_task_done(struct rt *rt, struct task *t)
 {
     uint32_t dst = t->owner_rank;
-    for (uint32_t i = 0; !t->err && i < t->nrets; i++)
-        if (t->rets[i].nrefs)
-            t->err = err_new(DEED_ERR_UNSUPPORTED, 0,
-                             "return %u holds refs; refs inside objects that cross ranks are "
-                             "not supported yet",
-                             i);
     /* the task no longer holds its arguments */
+    for (uint32_t i = 0; i < t->nheld; i++)
+        t->held[i]->submitted--;
     for (uint32_t i = 0; i < t->nargs; i++) {
         struct task_dep *d = &t->deps[i];
         if (d->row == NULL)
@@ -552,11 +700,37 @@ void remote_task_done(struct rt *rt, struct task *t)
             wbuf_u8(w, RET_INLINE);
             wbuf_blob(w, ret->data, (uint32_t)ret->size);
             value_free(rt, ret->data, ret->where);
-            memset(ret, 0, sizeof(*ret));
+            ret->data = NULL;
+            ret->where = WHERE_NONE;
         }
     }
-    write_borrow_report(rt, w, t);
+    /* refs inside the returns: the owner of the returns now holds them (registered before
+     * the body's own holds are dropped below) */
+    for (uint32_t i = 0; i < t->nrets; i++)
+        if (!t->err)
+            write_refs_to(rt, w, t->rets[i].refs, t->rets[i].nrefs, dst);
+    for (uint32_t i = 0; i < t->nrets; i++) {
+        struct task_ret *ret = &t->rets[i];
+        for (uint32_t j = 0; j < ret->nrefs; j++) {
+            struct obj *o = owner_find(rt, ret->refs[j]);
+            if (o && o->local_refs)
+                o->local_refs--; /* the HOLD taken when the body set the return */
+        }
+    }
+    write_borrow_report(rt, w, t, dst);
     net_msg_end(rt, dst);
+    for (uint32_t i = 0; i < t->nrets; i++) {
+        struct task_ret *ret = &t->rets[i];
+        for (uint32_t j = 0; j < ret->nrefs; j++) {
+            struct obj *o = owner_find(rt, ret->refs[j]);
+            if (o)
+                owner_maybe_free(rt, o);
+        }
+        free(ret->refs);
+        memset(ret, 0, sizeof(*ret));
+    }
+    for (uint32_t i = 0; i < t->nheld; i++)
+        owner_maybe_free(rt, t->held[i]);
     for (uint32_t i = 0; i < t->nargs; i++)
         if (t->deps[i].row)
             owner_maybe_free(rt, t->deps[i].row);
@@ -641,6 +815,24 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
             break;
         }
     }
+    for (uint32_t i = 0; status == 0 && !r->err && i < nrets; i++) {
+        struct task_ret *ret = &t->rets[i];
+        ret->refs = read_refs_from(rt, r, &ret->nrefs, 1, NULL);
+        ret->refs_counted = 1;
+    }
+    if (r->err || t->err) {
+        for (uint32_t i = 0; i < t->nrets; i++) {
+            struct task_ret *ret = &t->rets[i];
+            if (ret->refs_counted)
+                drop_contained(rt, ret->refs, ret->nrefs);
+            free(ret->refs);
+            ret->refs = NULL;
+            ret->nrefs = 0;
+            ret->refs_counted = 0;
+        }
+        if (t->err == NULL)
+            t->err = err_new(DEED_ERR_INTERNAL, 0, "malformed reply from rank %u", src);
+    }
     uint32_t nrep = r->err ? 0 : rbuf_u32(r);
     for (uint32_t i = 0; i < nrep && !r->err; i++) {
         deed_ref_t ref = rbuf_ref(r);
@@ -667,22 +859,15 @@ static void send_locate_reply(struct rt *rt, uint32_t dst, struct obj *o)
 {
     struct wbuf *w = net_msg(rt, dst, WT_LOCATE_REPLY);
     wbuf_ref(w, row_ref(o));
-    if (o->state == OBJ_ERROR || o->nrefs) {
+    if (o->state == OBJ_ERROR) {
         wbuf_u8(w, LOC_ERROR);
-        if (o->state == OBJ_ERROR) {
-            wbuf_u32(w, (uint32_t)o->err->status);
-            wbuf_u32(w, (uint32_t)o->err->user_code);
-            wbuf_blob(w, o->err->msg, (uint32_t)strlen(o->err->msg));
-        } else {
-            static const char m[] = "object holds refs; refs inside objects that cross ranks "
-                                    "are not supported yet";
-            wbuf_u32(w, (uint32_t)DEED_ERR_UNSUPPORTED);
-            wbuf_u32(w, 0);
-            wbuf_blob(w, m, sizeof(m) - 1);
-        }
+        wbuf_u32(w, (uint32_t)o->err->status);
+        wbuf_u32(w, (uint32_t)o->err->user_code);
+        wbuf_blob(w, o->err->msg, (uint32_t)strlen(o->err->msg));
     } else if (o->where == WHERE_INLINE || o->where == WHERE_NONE) {
         wbuf_u8(w, LOC_INLINE);
         wbuf_blob(w, o->data, (uint32_t)o->size);
+        write_refs_to(rt, w, o->refs, o->nrefs, dst);
     } else {
         struct loc mine;
         int have = o->where == WHERE_STORE && store_where(rt, o->data, o->size, &mine) == 0;
@@ -693,6 +878,7 @@ static void send_locate_reply(struct rt *rt, uint32_t dst, struct obj *o)
             wbuf_loc(w, &mine);
         for (uint32_t j = 0; j < o->nlocs; j++)
             wbuf_loc(w, &o->locs[j]);
+        write_refs_to(rt, w, o->refs, o->nrefs, dst);
     }
     net_msg_end(rt, dst);
 }
@@ -755,6 +941,11 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
         } else {
             if (n)
                 memcpy(data, bytes, n);
+            o->refs = read_refs_from(rt, r, &o->nrefs, 1, NULL);
+            if (r->err) {
+                free(data);
+                return -1;
+            }
             owner_set_value(rt, o, data, n, n ? WHERE_INLINE : WHERE_NONE);
         }
     } else if (kind == LOC_LOCATED) {
@@ -765,6 +956,11 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
             if (rbuf_loc(rt, r, &locs[j]) != 0)
                 break;
         if (r->err || locs == NULL || nl == 0) {
+            free(locs);
+            return -1;
+        }
+        o->refs = read_refs_from(rt, r, &o->nrefs, 1, NULL);
+        if (r->err) {
             free(locs);
             return -1;
         }

@@ -196,6 +196,7 @@ struct task_ret {
     uint32_t nrefs;
     deed_ref_t *refs;    /* malloc'd */
     struct loc loc;
+    uint8_t refs_counted; /* refs already counted as contained (a remote reply) */
 };
 
 struct task {
@@ -229,6 +230,8 @@ struct task {
     int32_t want_rank;   /* placement hint from deed_submit_opts, -1 = anywhere */
     uint8_t nested;      /* submitted by a running task (it will likely get the result) */
     struct task *hnext;  /* owner side: remote-pending table chain */
+    struct obj **held;   /* executor side: rows of refs inside by-ref arguments */
+    uint32_t nheld;
 };
 
 /* ---- the runtime ----------------------------------------------------------------------- */

@@ -40,6 +40,7 @@ struct task *task_new(uint32_t nargs, uint32_t nrets, uint64_t payload)
 
 void task_free(struct task *t)
 {
+    free(t->held);
     free(t->fail_msg);
     free(t);
 }
@@ -96,7 +97,9 @@ static void task_finish(struct rt *rt, struct task *t)
             /* contained refs: the HOLD posted when the return was set becomes a contained
              * count, so the inner objects can never be freed in between */
             uint32_t ok = 0, bad = 0;
-            for (uint32_t j = 0; j < r->nrefs; j++) {
+            if (r->refs_counted)
+                ok = r->nrefs; /* counted when the reply was decoded */
+            for (uint32_t j = 0; j < r->nrefs && !r->refs_counted; j++) {
                 struct obj *inner = owner_find(rt, r->refs[j]);
                 if (inner == NULL || inner->local_refs == 0) {
                     bad++;
