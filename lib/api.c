@@ -350,7 +350,7 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
                 log_error("deed_submit: argument %u: NULL data with size %zu", i, a->size);
                 return DEED_ERR_INVALID_ARG;
             }
-            payload += a->size;
+            payload += (a->size + 15) & ~(size_t)15; /* each argument 16-byte aligned */
         } else if (a->kind == DEED_ARG_REF || a->kind == DEED_ARG_FUTURE) {
             if (deed_ref_is_null(a->ref)) {
                 log_error("deed_submit: argument %u is a null ref", i);
@@ -364,7 +364,7 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
     struct task *t = task_new(nargs, nrets, payload);
     if (t == NULL)
         return DEED_ERR_NO_MEMORY;
-    char *p = (char *)(t->rets + nrets);
+    char *p = task_payload(t);
     for (uint32_t i = 0; i < nargs; i++) {
         const deed_arg_in_t *a = &args[i];
         deed_arg_t *u = &t->uargs[i];
@@ -374,7 +374,7 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
             if (a->size) {
                 memcpy(p, a->data, a->size);
                 u->data = p;
-                p += a->size;
+                p += (a->size + 15) & ~(size_t)15;
             }
             u->size = a->size;
         } else {

@@ -499,14 +499,14 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
         switch (kind) {
         case ARG_VALUE:
             rbuf_blob(&scan, &n, WIRE_MAX_MSG);
-            payload += n;
+            payload += (n + 15) & ~15u;
             break;
         case ARG_INLINE:
         case ARG_LOCATED: {
             (void)rbuf_ref(&scan);
             if (kind == ARG_INLINE) {
                 rbuf_blob(&scan, &n, WIRE_MAX_MSG);
-                payload += n;
+                payload += (n + 15) & ~15u;
             } else {
                 (void)rbuf_u64(&scan);
                 uint32_t nl = rbuf_u16(&scan);
@@ -542,7 +542,7 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
     t->placed = 1;
     t->owner_rank = src;
     t->exec_rank = rt->rank;
-    char *p = (char *)(t->rets + nrets);
+    char *p = task_payload(t);
     for (uint32_t i = 0; i < nargs; i++) {
         deed_arg_t *a = &t->uargs[i];
         struct task_dep *d = &t->deps[i];
@@ -562,7 +562,7 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
             if (n) {
                 memcpy(p, bytes, n);
                 a->data = p;
-                p += n;
+                p += (n + 15) & ~15u;
             }
             a->size = n;
             if (kind == ARG_INLINE)

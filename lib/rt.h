@@ -347,6 +347,11 @@ void task_resolve_deps(struct rt *rt, struct task *t);
 /* Owner: a remote task's reply was decoded into t->rets / t->err: publish it. */
 void task_finish_remote(struct rt *rt, struct task *t);
 void task_free(struct task *t);
+/* Where a spec's by-value bytes start (16-byte aligned, after its arrays). */
+static inline char *task_payload(struct task *t)
+{
+    return (char *)(((uintptr_t)(t->rets + t->nrets) + 15) & ~(uintptr_t)15);
+}
 void task_unref(struct task *t);            /* any thread: drop a ref of a queued task */
 void task_run(struct rt *rt, struct task *t); /* run the body, post MSG_DONE */
 /* Allocate a task spec with room for nargs args (value bytes: payload) and nrets returns. */

@@ -17,8 +17,10 @@
 
 struct task *task_new(uint32_t nargs, uint32_t nrets, uint64_t payload)
 {
-    size_t sz = sizeof(struct task) + nargs * (sizeof(deed_arg_t) + sizeof(struct task_dep)) +
-                nrets * (sizeof(struct obj *) + sizeof(struct task_ret)) + payload;
+    /* the payload (by-value bytes) starts 16-byte aligned: header and arrays are padded */
+    size_t head = sizeof(struct task) + nargs * (sizeof(deed_arg_t) + sizeof(struct task_dep)) +
+                  nrets * (sizeof(struct obj *) + sizeof(struct task_ret));
+    size_t sz = ((head + 15) & ~(size_t)15) + payload;
     struct task *t = malloc(sz);
     if (t == NULL)
         return NULL;
