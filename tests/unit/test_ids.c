@@ -74,7 +74,7 @@ END_TEST
 START_TEST(chain_of_children_does_not_cycle)
 {
     /* depth: a task's first child's first child... stays distinct */
-    const size_t n = 100000;
+    const size_t n = 20000;
     taskid_t *v = malloc(n * sizeof(*v));
     taskid_t t = ids_root(7, 7, 0);
     for (size_t i = 0; i < n; i++)
