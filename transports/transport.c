@@ -10,12 +10,22 @@
 #include <string.h>
 
 #include "local/local.h"
+#ifdef DEED_HAVE_UCX
+#include "ucx/ucx.h"
+#endif
 
 static const struct tp_ops *const tp_table[] = {
+#ifdef DEED_HAVE_UCX
+    &tp_ucx_ops,
+#endif
     &tp_local_ops,
 };
 
+#ifdef DEED_HAVE_UCX
+#define TP_NAMES "ucx,local"
+#else
 #define TP_NAMES "local"
+#endif
 
 const struct tp_ops *tp_find(const char *name)
 {
