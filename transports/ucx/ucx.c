@@ -6,7 +6,10 @@
  * Setup. The context asks for AM | RMA | WAKEUP. Unless the user set UCX_MM_ERROR_HANDLING,
  * MM_ERROR_HANDLING=y is set on the config: UCX 1.13 drops the shared-memory transports
  * (posix, sysv) from endpoints with peer error handling otherwise, and silently falls back to
- * tcp loopback (or fails with UCX_TLS=shm). The worker is SERIALIZED: the runtime calls in
+ * tcp loopback (or fails with UCX_TLS=shm). It is not set when UCX_TLS rules shared memory
+ * out (UCX would warn about an unused setting). Under peer error handling UCX 1.13 also drops
+ * cma (no rendezvous zero-copy lane on one host), so MiB active messages go through the
+ * shared-memory FIFO in fragments. The worker is SERIALIZED: the runtime calls in
  * from one thread at a time, not always the same one. Endpoints are created from worker
  * addresses with UCP_ERR_HANDLING_MODE_PEER.
  *
