@@ -155,6 +155,7 @@ static void rt_destroy(struct rt *rt)
     if (rt->store)
         store_destroy(rt->store);
     remote_fini(rt);
+    lease_fini(rt);
     if (rt->tp)
         rt->tp_ops->fini(rt->tp);
     net_fini(rt);
@@ -236,7 +237,10 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
         rc = DEED_ERR_CONFIG;
         goto err;
     }
-    if (rt->nranks > 1 && ((rc = net_init(rt)) != DEED_OK || (rc = remote_init(rt)) != DEED_OK))
+    rt->lease_depth = 32;
+    rt->lease_idle_us = 2000;
+    if (rt->nranks > 1 && ((rc = net_init(rt)) != DEED_OK || (rc = remote_init(rt)) != DEED_OK ||
+                           (rc = lease_init(rt)) != DEED_OK))
         goto err;
     struct tp_params tpp = {.rank = rt->rank,
                             .nranks = rt->nranks,

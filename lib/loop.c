@@ -62,6 +62,7 @@ static void combine(struct rt *rt)
             if (rt->tp_ops->progress(rt->tp) > 0)
                 n++;
             remote_poll(rt);
+            lease_expire(rt);
             sched_flush(rt);
             net_flush(rt); /* one batch per destination per pass */
         }
@@ -279,6 +280,12 @@ static void *loop_main(void *arg)
                 loop_sleep(rt, 1); /* could not arm (events pending or busy combiner) */
                 continue;
             }
+        }
+        if (rt->nranks > 1) {
+            /* held leases must be returned when idle: wake up for it */
+            loop_sleep(rt, lease_held(rt) ? (int)(rt->lease_idle_us / 1000) + 1 : 100);
+            idle_since = now_ns();
+            continue;
         }
         /* Messages are combined by their posters; sleep until the transport or a stuck
          * combiner needs us. The timeout bounds the delay of anything missed. */

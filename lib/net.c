@@ -15,8 +15,11 @@ int net_init(struct rt *rt)
     rt->net_dirty = calloc(rt->nranks, sizeof(*rt->net_dirty));
     if (rt->peers == NULL || rt->net_dirty == NULL)
         return DEED_ERR_NO_MEMORY;
-    for (uint32_t i = 0; i < rt->nranks; i++)
+    for (uint32_t i = 0; i < rt->nranks; i++) {
         wbuf_init(&rt->peers[i].out);
+        /* until a peer says otherwise, assume it is like this rank: all slots free */
+        rt->peers[i].load_free = (uint16_t)(rt->cfg.num_workers ? rt->cfg.num_workers : 1);
+    }
     rt->net_ndirty = 0;
     return DEED_OK;
 }
@@ -55,7 +58,7 @@ void net_flush(struct rt *rt)
         return;
     /* piggybacked load: tasks queued or running here, and worker slots */
     uint32_t queued = (uint32_t)rt->local_load;
-    uint16_t slots = (uint16_t)rt->sched.nslots;
+    uint16_t slots = (uint16_t)lease_free_slots(rt);
     for (uint32_t i = 0; i < rt->net_ndirty; i++) {
         uint32_t dst = rt->net_dirty[i];
         struct peer *p = &rt->peers[dst];

@@ -29,6 +29,10 @@ enum wire_type {
     WT_BORROW_DONE,    /* borrower -> owner: released, plus borrowers I created */
     WT_RKEY_REQ,       /* reader -> holder: the rkey of one of your store segments */
     WT_RKEY_REPLY,     /* holder -> reader: segment base, length, packed rkey */
+    WT_LEASE_REQ,      /* owner -> scheduler: a lease for a scheduling key */
+    WT_LEASE_GRANT,    /* scheduler -> owner: granted */
+    WT_LEASE_SPILL,    /* scheduler -> owner: ask that rank instead */
+    WT_LEASE_RETURN,   /* owner -> scheduler: idle lease given back */
     WT_TYPE_MAX
 };
 
@@ -37,7 +41,7 @@ struct peer {
     uint8_t dirty;            /* in rt->net_dirty */
     uint8_t dead;
     uint32_t load_queued;     /* last load it piggybacked: tasks queued or running there */
-    uint16_t load_free;       /* ... and its worker slots */
+    uint16_t load_free;       /* ... and its free worker slots (leases it can grant) */
 };
 
 int net_init(struct rt *rt);

@@ -3,17 +3,16 @@
  * executing tasks pushed here, locating and pulling objects, copies, and the borrower
  * protocol. Loop thread (combiner) only; docs/protocol.md describes every message.
  *
- * Owner side: a resolved task goes to the rank holding most of its large argument bytes,
- * else to the least loaded rank (load piggybacked on every batch), preferring this rank; it
- * is pushed with small arguments inline and large ones as locations, and waits in the
- * remote-pending table for its reply. The reply carries small returns inline, large ones as
+ * Owner side: lease.c decides where a resolved task runs (leases, spillback, locality); a
+ * task for another rank is pushed with small arguments inline and large ones as locations,
+ * and waits in the remote-pending table for its reply. The reply carries small returns inline, large ones as
  * locations (they stay in the executor's store), and the executor's borrow report, merged
  * before the task's argument counts drop.
  *
  * Executor side: a pushed task gets borrowed rows for its located and future arguments,
  * pulls located arguments into this rank's store with a one-sided get, runs, and replies.
  *
- * Not yet: leases (placement is owner-side, per task), failures (the fault-tolerance issue).
+ * Not yet: failures (the fault-tolerance issue).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -313,23 +312,16 @@ static struct task *pending_take(struct rt *rt, uint64_t hi, uint64_t lo)
     return NULL;
 }
 
-static uint32_t place(struct rt *rt, struct task *t)
+/* Locality: the rank holding most of the task's large argument bytes, or -1 if none. */
+int32_t remote_locality(struct rt *rt, struct task *t)
 {
-    struct remote *re = rt->remote;
-    uint32_t best = rt->rank;
+    int32_t best = -1;
     uint64_t best_bytes = 0;
-
-    if (t->want_rank >= 0 && (uint32_t)t->want_rank < rt->nranks &&
-        !rt->peers[t->want_rank].dead)
-        return (uint32_t)t->want_rank;
-    /* locality: the rank holding most large argument bytes */
     for (uint32_t i = 0; i < t->nargs; i++) {
         struct obj *row = t->deps[i].row;
         if (t->uargs[i].kind != DEED_ARG_REF || row == NULL || row->size <= rt->inline_max)
             continue;
-        uint32_t holder = rt->rank;
-        if (!row_has_bytes(row) && row->nlocs)
-            holder = row->locs[0].rank;
+        uint32_t holder = (!row_has_bytes(row) && row->nlocs) ? row->locs[0].rank : rt->rank;
         uint64_t bytes = 0;
         for (uint32_t j = 0; j < t->nargs; j++) {
             struct obj *r2 = t->deps[j].row;
@@ -339,32 +331,11 @@ static uint32_t place(struct rt *rt, struct task *t)
             if (h2 == holder)
                 bytes += r2->size;
         }
-        if (bytes > best_bytes) {
+        if (bytes > best_bytes && !rt->peers[holder].dead) {
             best_bytes = bytes;
-            best = holder;
+            best = (int32_t)holder;
         }
     }
-    if (best_bytes)
-        return rt->peers[best].dead ? rt->rank : best;
-    /* load: queued minus slots, lowest wins, this rank on ties. A task submitted by a
-     * task body stays here longer: its parent usually waits for it, and a queued local
-     * child is run inline by the waiting parent instead of costing a blocked thread. */
-    int64_t mine = (int64_t)rt->local_load - (int64_t)rt->sched.nslots * (t->nested ? 4 : 1);
-    if (mine < 0)
-        return rt->rank;
-    int64_t best_score = mine;
-    for (uint32_t k = 1; k < rt->nranks; k++) {
-        uint32_t p = (rt->rank + k + rt->place_rr) % rt->nranks;
-        if (rt->peers[p].dead)
-            continue;
-        uint32_t slots = rt->peers[p].load_free ? rt->peers[p].load_free : 1;
-        int64_t score = (int64_t)rt->peers[p].load_queued + re->inflight[p] - slots;
-        if (score < best_score) {
-            best_score = score;
-            best = p;
-        }
-    }
-    rt->place_rr++;
     return best;
 }
 
@@ -399,20 +370,13 @@ static void push_arg(struct rt *rt, struct wbuf *w, struct task *t, uint32_t i, 
     }
 }
 
-int remote_try_push(struct rt *rt, struct task *t)
+void remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease)
 {
-    if (t->placed)
-        return t->exec_rank != rt->rank;
-    t->placed = 1;
-    t->exec_rank = rt->rank;
-    uint32_t dst = place(rt, t);
-    if (dst == rt->rank)
-        return 0;
-    t->exec_rank = dst;
     struct wbuf *w = net_msg(rt, dst, WT_TASK_PUSH);
     wbuf_u64(w, t->id.hi);
     wbuf_u64(w, t->id.lo);
     wbuf_u64(w, t->fid);
+    wbuf_u32(w, lease);
     wbuf_u16(w, (uint16_t)t->nrets);
     wbuf_u16(w, (uint16_t)t->nargs);
     for (uint32_t i = 0; i < t->nargs; i++)
@@ -423,7 +387,6 @@ int remote_try_push(struct rt *rt, struct task *t)
     rt->remote->pending[b] = t;
     rt->remote->inflight[dst]++;
     t->state = TASK_RUNNING;
-    return 1;
 }
 
 /* ---- executor side ------------------------------------------------------------------------ */
@@ -481,7 +444,9 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
 {
     uint64_t hi = rbuf_u64(r), lo = rbuf_u64(r);
     deed_task_id_t fid = rbuf_u64(r);
+    uint32_t lease = rbuf_u32(r);
     uint32_t nrets = rbuf_u16(r), nargs = rbuf_u16(r);
+    (void)lease; /* the lease the owner pushes under; tasks run whatever it says */
     if (r->err || nrets > 255)
         return -1;
     const struct registry_entry *e = registry_find(fid);
@@ -849,6 +814,7 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
     }
     if (t->err)
         task_drop_returns(rt, t, 1);
+    lease_task_done(rt, t);
     task_finish_remote(rt, t);
     return r->err ? -1 : 0;
 }
@@ -1295,6 +1261,10 @@ int remote_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *bod
     case WT_BORROW_DONE: rc = on_borrow_done(rt, src, body); break;
     case WT_RKEY_REQ: rc = on_rkey_req(rt, src, body); break;
     case WT_RKEY_REPLY: rc = on_rkey_reply(rt, src, body); break;
+    case WT_LEASE_REQ:
+    case WT_LEASE_GRANT:
+    case WT_LEASE_SPILL:
+    case WT_LEASE_RETURN: rc = lease_dispatch_msg(rt, src, type, body); break;
     default: rc = -1;
     }
     return rc;

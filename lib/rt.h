@@ -230,6 +230,7 @@ struct task {
     int32_t want_rank;   /* placement hint from deed_submit_opts, -1 = anywhere */
     uint8_t nested;      /* submitted by a running task (it will likely get the result) */
     struct task *hnext;  /* owner side: remote-pending table chain */
+    struct lease *lease; /* owner side: the lease it runs under */
     struct obj **held;   /* executor side: rows of refs inside by-ref arguments */
     uint32_t nheld;
 };
@@ -301,6 +302,9 @@ struct rt {
     uint32_t net_ndirty;
     struct remote *remote;
     struct boot *boot;
+    struct leases *leases;
+    uint32_t lease_depth;            /* tasks in flight per lease */
+    uint32_t lease_idle_us;          /* idle leases are returned after this */
     uint64_t local_load;             /* tasks handed to this rank's workers, not yet done */
     uint32_t place_rr;               /* placement round-robin cursor */
 };
@@ -381,12 +385,25 @@ void sched_unblock(struct rt *rt);
 struct task *sched_take(struct rt *rt, int *holding); /* worker: next task, slot-limited */
 void sched_idle_wait(struct rt *rt);              /* worker: wait for work or stop */
 
+/* lease.c (loop thread) */
+int lease_init(struct rt *rt);
+void lease_fini(struct rt *rt);
+int lease_enqueue(struct rt *rt, struct task *t);
+void lease_task_done(struct rt *rt, struct task *t);
+void lease_expire(struct rt *rt);
+uint32_t lease_free_slots(struct rt *rt);
+int lease_held(struct rt *rt);
+int lease_dispatch_msg(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body);
+
+/* task.c: run a placed task on this rank (pull missing argument bytes, then the workers) */
+void task_run_here(struct rt *rt, struct task *t);
+
 /* remote.c (loop thread) */
+void remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease);
+int32_t remote_locality(struct rt *rt, struct task *t);
 int remote_init(struct rt *rt);
 void remote_fini(struct rt *rt);
 int remote_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body);
-/* Owner: decide where a resolved task runs; 1 if it was pushed to another rank. */
-int remote_try_push(struct rt *rt, struct task *t);
 /* Make the bytes of a row local (pull or locate); the row's waiters fire when they are. */
 void remote_fetch(struct rt *rt, struct obj *o);
 /* Executor: a remote task's body finished: reply to its owner and drop it. */

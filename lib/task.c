@@ -179,8 +179,17 @@ static void task_resolved(struct rt *rt, struct task *t)
             task_finish(rt, t);
         return;
     }
-    if (rt->nranks > 1 && !t->remote && remote_try_push(rt, t))
-        return;
+    if (rt->nranks > 1 && !t->remote && !t->placed) {
+        if (lease_enqueue(rt, t) == 0)
+            return; /* runs when a lease has room, here or elsewhere */
+        t->placed = 1;
+        t->exec_rank = rt->rank;
+    }
+    task_run_here(rt, t);
+}
+
+void task_run_here(struct rt *rt, struct task *t)
+{
     /* running here: every by-ref argument's bytes must be on this rank */
     for (uint32_t i = 0; i < t->nargs; i++) {
         struct task_dep *d = &t->deps[i];
@@ -300,6 +309,7 @@ void task_on_done(struct rt *rt, struct task *t)
 {
     rt->st.run++;
     rt->local_load--;
+    lease_task_done(rt, t);
     if (t->remote)
         remote_task_done(rt, t);
     else

@@ -1,0 +1,403 @@
+/*
+ * lease.c — leases (design §5.3): how an owner gets the right to push tasks to a rank's
+ * workers. Loop thread (combiner) only.
+ *
+ * Owner side: resolved tasks queue by *scheduling key* (function + target rank: the rank a
+ * task is pinned to, or the one holding most of its large argument bytes, else "anywhere").
+ * A key's queue drains into its leases: each lease allows `depth` tasks in flight on one
+ * rank, so a lease is reused by the next tasks of the key and keeps several of them in
+ * flight (pipelining). When the queue outgrows the leases' room the owner asks for one more
+ * lease: first from its own rank's scheduler (no message), which grants while it has free
+ * worker slots and otherwise *spills back* to the rank with the most free slots according to
+ * the load figures piggybacked on every batch; the owner then asks that rank, marking the
+ * request final so it cannot bounce. A lease idle for DEED_LEASE_IDLE_US (default 2000 us)
+ * with an empty queue is returned.
+ *
+ * Scheduler side: a rank grants one lease per worker slot; a request beyond that is spilled
+ * back unless it is final, pinned, or no rank has a free slot — then it is granted anyway.
+ * Leases steer load; they never block progress (tasks blocked in get give their worker slot
+ * away, see sched.c, so admission must not wait for them either).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "rt.h"
+
+#define KEY_BUCKETS 256
+
+enum { LREQ_FINAL = 1, LREQ_PINNED = 2 };
+
+struct lease {
+    struct lease *next;
+    struct keyq *q;
+    uint32_t rank;
+    uint32_t id;
+    uint32_t inflight;
+    uint64_t last_used;
+};
+
+struct keyq {
+    struct keyq *next;
+    uint64_t key;
+    int32_t target;            /* rank to ask, -1 = this rank's scheduler first */
+    uint8_t pinned;
+    struct task *head, *tail;  /* resolved tasks waiting for room in a lease */
+    uint32_t queued;
+    struct lease *leases;
+    uint32_t requests;         /* lease requests in flight */
+};
+
+struct leases {
+    struct keyq *keys[KEY_BUCKETS];
+    uint32_t next_req;
+    /* scheduler side */
+    uint32_t granted;          /* leases of this rank held by owners (incl. this rank) */
+    uint32_t next_id;
+    uint64_t idle_ns;
+    uint64_t last_scan;
+    uint32_t held;             /* owner side: leases held */
+};
+
+static uint32_t depth_of(struct rt *rt)
+{
+    return rt->lease_depth;
+}
+
+int lease_init(struct rt *rt)
+{
+    struct leases *L = calloc(1, sizeof(*L));
+    if (L == NULL)
+        return DEED_ERR_NO_MEMORY;
+    L->idle_ns = (uint64_t)rt->lease_idle_us * 1000ull;
+    rt->leases = L;
+    return DEED_OK;
+}
+
+void lease_fini(struct rt *rt)
+{
+    struct leases *L = rt->leases;
+    if (L == NULL)
+        return;
+    for (int b = 0; b < KEY_BUCKETS; b++) {
+        struct keyq *q, *qn;
+        for (q = L->keys[b]; q; q = qn) {
+            qn = q->next;
+            struct lease *l, *ln;
+            for (l = q->leases; l; l = ln) {
+                ln = l->next;
+                free(l);
+            }
+            free(q);
+        }
+    }
+    free(L);
+    rt->leases = NULL;
+}
+
+/* Any lease held (a hint read without the combiner: the loop thread's sleep length). */
+int lease_held(struct rt *rt)
+{
+    return rt->leases && __atomic_load_n(&rt->leases->held, __ATOMIC_RELAXED) > 0;
+}
+
+uint32_t lease_free_slots(struct rt *rt)
+{
+    struct leases *L = rt->leases;
+    return L->granted < rt->sched.nslots ? rt->sched.nslots - L->granted : 0;
+}
+
+/* ---- scheduler side ------------------------------------------------------------------------ */
+
+/* Decide on a request: 1 = granted (*id set), 0 = spilled to *spill. */
+static int sched_decide(struct rt *rt, uint32_t owner, uint8_t flags, uint32_t *id,
+                        uint32_t *spill)
+{
+    struct leases *L = rt->leases;
+    if (L->granted >= rt->sched.nslots && !(flags & (LREQ_FINAL | LREQ_PINNED))) {
+        uint32_t best = rt->rank, best_free = 0;
+        for (uint32_t k = 1; k < rt->nranks; k++) {
+            uint32_t p = (rt->rank + k + rt->place_rr) % rt->nranks;
+            struct peer *pe = &rt->peers[p];
+            if (pe->dead)
+                continue;
+            uint32_t fr = pe->load_free;
+            if (fr > best_free) {
+                best_free = fr;
+                best = p;
+            }
+        }
+        rt->place_rr++;
+        if (best != rt->rank) {
+            *spill = best;
+            return 0;
+        }
+    }
+    L->granted++;
+    *id = ++L->next_id;
+    (void)owner;
+    return 1;
+}
+
+static int on_lease_req(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint64_t key = rbuf_u64(r);
+    uint32_t req = rbuf_u32(r);
+    uint8_t flags = rbuf_u8(r);
+    if (r->err)
+        return -1;
+    uint32_t id = 0, spill = 0;
+    if (sched_decide(rt, src, flags, &id, &spill)) {
+        struct wbuf *w = net_msg(rt, src, WT_LEASE_GRANT);
+        wbuf_u64(w, key);
+        wbuf_u32(w, req);
+        wbuf_u32(w, id);
+        net_msg_end(rt, src);
+    } else {
+        struct wbuf *w = net_msg(rt, src, WT_LEASE_SPILL);
+        wbuf_u64(w, key);
+        wbuf_u32(w, req);
+        wbuf_u32(w, spill);
+        net_msg_end(rt, src);
+    }
+    return 0;
+}
+
+static int on_lease_return(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint32_t id = rbuf_u32(r);
+    if (r->err)
+        return -1;
+    (void)id;
+    if (rt->leases->granted)
+        rt->leases->granted--;
+    return 0;
+}
+
+/* ---- owner side ---------------------------------------------------------------------------- */
+
+static struct keyq *keyq_get(struct rt *rt, uint64_t key, int32_t target, uint8_t pinned)
+{
+    struct leases *L = rt->leases;
+    struct keyq **pp = &L->keys[key & (KEY_BUCKETS - 1)];
+    for (struct keyq *q = *pp; q; q = q->next)
+        if (q->key == key)
+            return q;
+    struct keyq *q = calloc(1, sizeof(*q));
+    if (q == NULL)
+        return NULL;
+    q->key = key;
+    q->target = target;
+    q->pinned = pinned;
+    q->next = *pp;
+    *pp = q;
+    return q;
+}
+
+static void request_lease(struct rt *rt, struct keyq *q, uint32_t to, uint8_t flags);
+
+static void add_lease(struct rt *rt, struct keyq *q, uint32_t rank, uint32_t id)
+{
+    struct lease *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        log_error("lease: out of memory; returning the lease of rank %u", rank);
+        return;
+    }
+    l->q = q;
+    l->rank = rank;
+    l->id = id;
+    l->last_used = now_ns();
+    l->next = q->leases;
+    q->leases = l;
+    rt->leases->held++;
+}
+
+static void lease_dispatch(struct rt *rt, struct keyq *q);
+
+static void request_lease(struct rt *rt, struct keyq *q, uint32_t to, uint8_t flags)
+{
+    q->requests++;
+    if (to == rt->rank) {
+        uint32_t id, spill;
+        q->requests--;
+        if (sched_decide(rt, rt->rank, flags, &id, &spill)) {
+            add_lease(rt, q, rt->rank, id);
+        } else {
+            request_lease(rt, q, spill, flags | LREQ_FINAL);
+            return;
+        }
+        lease_dispatch(rt, q);
+        return;
+    }
+    struct wbuf *w = net_msg(rt, to, WT_LEASE_REQ);
+    wbuf_u64(w, q->key);
+    wbuf_u32(w, ++rt->leases->next_req);
+    wbuf_u8(w, flags);
+    net_msg_end(rt, to);
+}
+
+static int on_lease_grant(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint64_t key = rbuf_u64(r);
+    uint32_t req = rbuf_u32(r), id = rbuf_u32(r);
+    (void)req;
+    if (r->err)
+        return -1;
+    struct keyq *q = keyq_get(rt, key, -1, 0);
+    if (q == NULL)
+        return -1;
+    if (q->requests)
+        q->requests--;
+    add_lease(rt, q, src, id);
+    lease_dispatch(rt, q);
+    return 0;
+}
+
+static int on_lease_spill(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint64_t key = rbuf_u64(r);
+    uint32_t req = rbuf_u32(r), to = rbuf_u32(r);
+    (void)req;
+    if (r->err || to >= rt->nranks)
+        return -1;
+    struct keyq *q = keyq_get(rt, key, -1, 0);
+    if (q == NULL)
+        return -1;
+    if (q->requests)
+        q->requests--;
+    request_lease(rt, q, rt->peers[to].dead ? rt->rank : to, LREQ_FINAL);
+    return 0;
+}
+
+static void return_lease(struct rt *rt, struct keyq *q, struct lease *l)
+{
+    struct lease **pp = &q->leases;
+    while (*pp != l)
+        pp = &(*pp)->next;
+    *pp = l->next;
+    rt->leases->held--;
+    if (l->rank == rt->rank) {
+        if (rt->leases->granted)
+            rt->leases->granted--;
+    } else if (!rt->peers[l->rank].dead) {
+        struct wbuf *w = net_msg(rt, l->rank, WT_LEASE_RETURN);
+        wbuf_u32(w, l->id);
+        net_msg_end(rt, l->rank);
+    }
+    free(l);
+}
+
+static void lease_dispatch(struct rt *rt, struct keyq *q)
+{
+    uint32_t depth = depth_of(rt);
+    while (q->head) {
+        struct lease *best = NULL;
+        for (struct lease *l = q->leases; l; l = l->next)
+            if (l->inflight < depth && (best == NULL || l->inflight < best->inflight))
+                best = l;
+        if (best == NULL) {
+            if (q->requests == 0) {
+                uint32_t to = q->target >= 0 ? (uint32_t)q->target : rt->rank;
+                request_lease(rt, q, to, q->target >= 0 ? LREQ_FINAL | (q->pinned ? LREQ_PINNED : 0)
+                                                        : 0);
+                continue; /* a local grant may have arrived synchronously */
+            }
+            return;
+        }
+        struct task *t = q->head;
+        q->head = t->qnext;
+        if (q->head == NULL)
+            q->tail = NULL;
+        q->queued--;
+        best->inflight++;
+        best->last_used = now_ns();
+        t->lease = best;
+        t->placed = 1;
+        t->exec_rank = best->rank;
+        if (best->rank == rt->rank)
+            task_run_here(rt, t);
+        else
+            remote_push(rt, t, best->rank, best->id);
+    }
+}
+
+int lease_enqueue(struct rt *rt, struct task *t)
+{
+    int32_t target = -1;
+    uint8_t pinned = 0;
+    if (t->want_rank >= 0 && (uint32_t)t->want_rank < rt->nranks &&
+        !rt->peers[t->want_rank].dead) {
+        target = t->want_rank;
+        pinned = 1;
+    } else {
+        int32_t loc = remote_locality(rt, t);
+        if (loc >= 0 && (uint32_t)loc != rt->rank)
+            target = loc;
+    }
+    uint64_t key = t->fid * 0x9E3779B97F4A7C15ull ^ (uint64_t)(target + 2) * 0xD6E8FEB86659FD93ull;
+    struct keyq *q = keyq_get(rt, key, target, pinned);
+    if (q == NULL)
+        return -1;
+    t->qnext = NULL;
+    if (q->tail)
+        q->tail->qnext = t;
+    else
+        q->head = t;
+    q->tail = t;
+    q->queued++;
+    lease_dispatch(rt, q);
+    /* the queue outgrew every lease's room: ask for one more (scale out), up to one lease
+     * per worker slot of the job */
+    uint32_t nleases = 0;
+    for (struct lease *l = q->leases; l; l = l->next)
+        nleases++;
+    if (q->head && q->requests == 0 && nleases < rt->nranks * rt->sched.nslots) {
+        uint32_t to = q->target >= 0 ? (uint32_t)q->target : rt->rank;
+        request_lease(rt, q, to, q->target >= 0 ? LREQ_FINAL | (q->pinned ? LREQ_PINNED : 0) : 0);
+    }
+    return 0;
+}
+
+void lease_task_done(struct rt *rt, struct task *t)
+{
+    struct lease *l = t->lease;
+    if (l == NULL)
+        return;
+    t->lease = NULL;
+    if (l->inflight)
+        l->inflight--;
+    l->last_used = now_ns();
+    lease_dispatch(rt, l->q);
+}
+
+/* Return leases idle for longer than the idle time (called every loop pass; cheap). */
+void lease_expire(struct rt *rt)
+{
+    struct leases *L = rt->leases;
+    if (L == NULL || L->held == 0)
+        return;
+    uint64_t now = now_ns();
+    if (now - L->last_scan < L->idle_ns / 4)
+        return;
+    L->last_scan = now;
+    for (int b = 0; b < KEY_BUCKETS; b++)
+        for (struct keyq *q = L->keys[b]; q; q = q->next) {
+            struct lease *l = q->leases, *ln;
+            for (; l; l = ln) {
+                ln = l->next;
+                if (l->inflight == 0 && q->head == NULL && now - l->last_used >= L->idle_ns)
+                    return_lease(rt, q, l);
+            }
+        }
+}
+
+int lease_dispatch_msg(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body)
+{
+    switch (type) {
+    case WT_LEASE_REQ: return on_lease_req(rt, src, body);
+    case WT_LEASE_GRANT: return on_lease_grant(rt, src, body);
+    case WT_LEASE_SPILL: return on_lease_spill(rt, src, body);
+    case WT_LEASE_RETURN: return on_lease_return(rt, src, body);
+    default: return -1;
+    }
+}
