@@ -99,7 +99,10 @@ static void on_peer_failure(void *arg, uint32_t rank)
     struct rt *rt = arg;
     if (rank < rt->nranks && !rt->peers[rank].dead) {
         rt->peers[rank].dead = 1;
-        log_error("rank %u is unreachable (transport reported a peer failure)", rank);
+        if (atomic_load(&rt->finalizing))
+            log_debug("rank %u closed its connection (job finalizing)", rank);
+        else
+            log_error("rank %u is unreachable (transport reported a peer failure)", rank);
     }
 }
 
@@ -335,6 +338,7 @@ DEED_API deed_status_t deed_finalize(deed_ctx_t *ctx)
         if (rt->boot->ops->barrier(rt->boot) != DEED_OK ||
             rt->boot->ops->barrier(rt->boot) != DEED_OK)
             log_warn("deed_finalize: the finalize barrier failed (a rank died?)");
+        atomic_store(&rt->finalizing, 1); /* peers closing their connections is expected */
     }
     /* 2. no more calls */
     int expected = SLOT_RUNNING;

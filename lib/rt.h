@@ -303,6 +303,7 @@ struct rt {
     struct remote *remote;
     struct boot *boot;
     struct leases *leases;
+    _Atomic int finalizing;          /* past the finalize barriers */
     uint32_t lease_depth;            /* tasks in flight per lease */
     uint32_t lease_idle_us;          /* idle leases are returned after this */
     uint64_t local_load;             /* tasks handed to this rank's workers, not yet done */
