@@ -84,11 +84,17 @@ static void combine(struct rt *rt)
 void loop_post(struct rt *rt, struct msg *m)
 {
     if (combiner_try(rt)) {
-        /* messages posted before ours go first (causality), then ours, straight */
+        /* messages posted before ours go first (causality), then ours, straight. A pop
+         * also returns NULL while some poster is between its exchange and its link: then
+         * messages may still sit behind that one (even this thread's own earlier ones), so
+         * ours must queue behind them instead of overtaking */
         struct mpsc_node *node;
         while ((node = mpsc_pop(&rt->inbox)) != NULL)
             dispatch(rt, (struct msg *)node);
-        dispatch(rt, m);
+        if (mpsc_empty(&rt->inbox))
+            dispatch(rt, m);
+        else
+            mpsc_push(&rt->inbox, &m->node);
         combine(rt);
         return;
     }
