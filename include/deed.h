@@ -101,7 +101,7 @@ typedef enum deed_log_level {
  * | num_workers   | DEED_WORKERS        | 0 (one per core of the cpuset), 1-1024 | 0              |
  * | max_threads   | DEED_MAX_THREADS    | num_workers..65536                   | 4096             |
  * | store_size    | DEED_STORE_SIZE     | 1M..1T, suffix K/M/G/T (binary)      | 256M             |
- * | inline_max    | DEED_INLINE_MAX     | 0..1M, suffix K/M                    | 64K              |
+ * | inline_max    | DEED_INLINE_MAX     | 0 (auto), 1..1M, suffix K/M          | 0 (auto)         |
  * | pin_workers   | DEED_PIN            | 0/1, yes/no, true/false, on/off      | 1                |
  * | spin_us       | DEED_SPIN_US        | 0..1000000                           | 50               |
  * | stack_size    | DEED_STACK_SIZE     | 64K..1G                              | 8M               |
@@ -114,7 +114,8 @@ typedef struct deed_config {
     uint32_t max_threads;   /**< cap on worker threads incl. spares for tasks blocked in get */
     uint32_t spin_us;       /**< how long idle threads spin before sleeping */
     uint64_t store_size;    /**< bytes of pinned store per rank */
-    uint64_t inline_max;    /**< objects up to this size live inline in the owner's table */
+    uint64_t inline_max;    /**< objects up to this size live inline in the owner's table;
+                                 0 = the transport's eager limit (64 KiB for one rank) */
     uint64_t stack_size;    /**< stack size of worker threads */
     int pin_workers;        /**< pin each worker to one core of the rank's cpuset (hwloc) */
     deed_log_level_t log_level; /**< messages at or below this level go to stderr */

@@ -27,7 +27,7 @@ DEED_API deed_status_t deed_config_default(deed_config_t *cfg)
     cfg->max_threads = 4096;
     cfg->spin_us = 50;
     cfg->store_size = 256ull << 20;
-    cfg->inline_max = 64ull << 10;
+    cfg->inline_max = 0; /* auto: the transport's eager limit */
     cfg->stack_size = 8ull << 20;
     cfg->pin_workers = 1;
     cfg->log_level = DEED_LOG_WARN;
@@ -102,7 +102,7 @@ deed_status_t config_validate(const deed_config_t *c)
         range_u64("store_size (DEED_STORE_SIZE)", c->store_size, MIN_STORE, MAX_STORE,
                   "1M-1T, e.g. 256M or 4G") ||
         range_u64("inline_max (DEED_INLINE_MAX)", c->inline_max, 0, MAX_INLINE,
-                  "0-1M, e.g. 64K") ||
+                  "0 (auto) or 1-1M, e.g. 64K") ||
         range_u64("stack_size (DEED_STACK_SIZE)", c->stack_size, 64 << 10, 1ull << 30,
                   "64K-1G"))
         return DEED_ERR_CONFIG;
@@ -178,7 +178,7 @@ DEED_API deed_status_t deed_config_from_env(deed_config_t *cfg)
     ENV_FIELD("DEED_SPIN_US", spin_us, 0, 1000000, "0-1000000 (microseconds)", 0);
     ENV_FIELD("DEED_STORE_SIZE", store_size, MIN_STORE, MAX_STORE,
               "1M-1T with suffix K/M/G/T, e.g. 256M or 4G", 1);
-    ENV_FIELD("DEED_INLINE_MAX", inline_max, 0, MAX_INLINE, "0-1M with suffix K/M, e.g. 64K", 1);
+    ENV_FIELD("DEED_INLINE_MAX", inline_max, 0, MAX_INLINE, "0 (auto) or 1-1M with suffix K/M, e.g. 64K", 1);
     ENV_FIELD("DEED_STACK_SIZE", stack_size, 64 << 10, 1ull << 30, "64K-1G, e.g. 8M", 1);
 #undef ENV_FIELD
     if ((s = getenv("DEED_PIN")) != NULL && config_parse_bool(s, &c.pin_workers) != 0) {

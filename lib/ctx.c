@@ -220,7 +220,7 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
     if (strcmp(cfg.transport, "auto") == 0)
         strcpy(cfg.transport, rt->nranks > 1 ? "ucx" : "local");
     rt->cfg = cfg;
-    rt->inline_max = cfg.inline_max;
+    rt->inline_max = cfg.inline_max; /* 0 (auto): set from the transport below */
     rt->spin_ns = (uint64_t)cfg.spin_us * 1000ull;
     uint64_t key[2];
     job_key(key);
@@ -256,6 +256,8 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
         rt->tp = NULL;
         goto err;
     }
+    if (rt->inline_max == 0)
+        rt->inline_max = rt->tp_ops->eager_limit(rt->tp);
     struct store_params sp = {
         .size = cfg.store_size,
         .numa_node = -1,

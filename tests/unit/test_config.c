@@ -26,7 +26,7 @@ START_TEST(defaults_match_the_table)
     ck_assert_uint_eq(c.max_threads, 4096);
     ck_assert_uint_eq(c.spin_us, 50);
     ck_assert_uint_eq(c.store_size, 256ull << 20);
-    ck_assert_uint_eq(c.inline_max, 64ull << 10);
+    ck_assert_uint_eq(c.inline_max, 0); /* auto: the transport's eager limit */
     ck_assert_uint_eq(c.stack_size, 8ull << 20);
     ck_assert_int_eq(c.pin_workers, 1);
     ck_assert_int_eq(c.log_level, DEED_LOG_WARN);
