@@ -463,6 +463,10 @@ typedef struct deed_stats {
     uint64_t pull_bytes;       /**< bytes pulled */
     uint64_t batches_sent;     /**< message batches sent (one per destination per loop pass) */
     uint64_t msgs_dropped;     /**< malformed or fenced messages dropped (logged) */
+    uint32_t leases_held;      /**< leases this rank holds on workers (its own or others') */
+    uint32_t leases_granted;   /**< leases of this rank's workers held by owners now */
+    uint64_t leases_requested; /**< leases this rank asked for (incl. spilled requests) */
+    uint64_t leases_spilled;   /**< requests this rank's scheduler spilled to another rank */
 } deed_stats_t;
 
 /**

@@ -57,6 +57,7 @@ struct leases {
     uint64_t idle_ns;
     uint64_t last_scan;
     uint32_t held;             /* owner side: leases held */
+    uint64_t requested, spilled;
 };
 
 static uint32_t depth_of(struct rt *rt)
@@ -101,6 +102,17 @@ int lease_held(struct rt *rt)
     return rt->leases && __atomic_load_n(&rt->leases->held, __ATOMIC_RELAXED) > 0;
 }
 
+void lease_stats(struct rt *rt, deed_stats_t *s)
+{
+    struct leases *L = rt->leases;
+    if (L == NULL)
+        return;
+    s->leases_held = L->held;
+    s->leases_granted = L->granted;
+    s->leases_requested = L->requested;
+    s->leases_spilled = L->spilled;
+}
+
 uint32_t lease_free_slots(struct rt *rt)
 {
     struct leases *L = rt->leases;
@@ -130,6 +142,7 @@ static int sched_decide(struct rt *rt, uint32_t owner, uint8_t flags, uint32_t *
         rt->place_rr++;
         if (best != rt->rank) {
             *spill = best;
+            L->spilled++;
             return 0;
         }
     }
@@ -217,6 +230,7 @@ static void lease_dispatch(struct rt *rt, struct keyq *q);
 static void request_lease(struct rt *rt, struct keyq *q, uint32_t to, uint8_t flags)
 {
     q->requests++;
+    rt->leases->requested++;
     if (to == rt->rank) {
         uint32_t id, spill;
         q->requests--;

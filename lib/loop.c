@@ -180,6 +180,7 @@ static void on_stats(struct rt *rt, struct req *r)
     s->pull_bytes = rt->st.pull_bytes;
     s->batches_sent = rt->st.batches_sent;
     s->msgs_dropped = rt->st.msgs_dropped;
+    lease_stats(rt, s);
     r->status = DEED_OK;
     completion_signal(&r->done);
 }

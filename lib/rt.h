@@ -394,6 +394,7 @@ void lease_task_done(struct rt *rt, struct task *t);
 void lease_expire(struct rt *rt);
 uint32_t lease_free_slots(struct rt *rt);
 int lease_held(struct rt *rt);
+void lease_stats(struct rt *rt, deed_stats_t *s);
 int lease_dispatch_msg(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body);
 
 /* task.c: run a placed task on this rank (pull missing argument bytes, then the workers) */
