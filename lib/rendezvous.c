@@ -9,6 +9,9 @@
  * (refused: the REFUSE is flushed, then the write side is shut and input is discarded until
  * the peer closes, so the reason is not lost to a reset), DEAD (closed; removed at the end
  * of rdv_poll so the indices matching the caller's pollfd array stay valid meanwhile).
+ *
+ * Fault-tolerant mode (tolerant): a failed rank other than 0 is removed (rank_remove) rather
+ * than failing the job; a round then needs nranks - removed contributions.
  */
 #include "rendezvous.h"
 
@@ -59,12 +62,15 @@ struct rdv {
     uint32_t *clen;
     uint32_t round, ncontrib;
     uint32_t connected, finished, failed;
+    uint32_t removed;      /* tolerant mode: failed ranks taken out of the rounds */
+    bool tolerant;
     bool job_failed;
     char fail_msg[RDV_MAX_TEXT]; /* why (sent to ranks that ask after the failure) */
     size_t fail_len;
 };
 
 static void conn_lost(struct rdv *r, struct conn *c, const char *why);
+static void conn_readable(struct rdv *r, struct conn *c);
 
 static bool key_equal(const uint8_t *a, const uint8_t *b)
 {
@@ -226,6 +232,32 @@ static void job_fail(struct rdv *r, const char *fmt, ...)
             conn_send(r, r->rconn[i], RDV_FAIL, msg, (size_t)n, NULL, 0);
 }
 
+static void round_complete(struct rdv *r);
+
+/* Tolerant mode: a failed rank (R_FAILED, no connection any more) leaves the rounds; the
+ * current round completes now if it only waited for that rank. */
+static void rank_remove(struct rdv *r, uint32_t rank)
+{
+    if (r->contrib[rank]) {
+        free(r->contrib[rank]);
+        r->contrib[rank] = NULL;
+        r->clen[rank] = 0;
+        r->ncontrib--;
+    }
+    r->removed++;
+    /* a job whose ranks never bootstrap (nobody connected yet) needs no warning */
+    LOG_AT(r->connected ? DEED_LOG_WARN : DEED_LOG_INFO,
+           "rendezvous: rank %u removed from the job (fault-tolerant mode): the other %u "
+           "rank(s) go on without it", rank, r->nranks - r->removed);
+    if (r->ncontrib > 0 && r->ncontrib == r->nranks - r->removed)
+        round_complete(r);
+}
+
+static bool removable(const struct rdv *r, uint32_t rank)
+{
+    return r->tolerant && rank != 0 && !r->job_failed;
+}
+
 /* A connection ended (EOF, error, or a protocol violation, why == NULL: already logged). */
 static void conn_lost(struct rdv *r, struct conn *c, const char *why)
 {
@@ -239,11 +271,17 @@ static void conn_lost(struct rdv *r, struct conn *c, const char *why)
         conn_close(c);
         if (why && r->job_failed)
             log_info("rendezvous: rank %u disconnected after the job failed (%s)", rank, why);
+        else if (why && removable(r, rank))
+            log_warn("rendezvous: rank %u disconnected before finalizing (%s): did it die?",
+                     rank, why);
         else if (why)
             log_error("rendezvous: rank %u disconnected before finalizing (%s): did it die?",
                       rank, why);
-        job_fail(r, "rank %u disconnected from the rendezvous before finalizing (it died, "
-                    "exited early or broke the protocol)", rank);
+        if (removable(r, rank))
+            rank_remove(r, rank);
+        else
+            job_fail(r, "rank %u disconnected from the rendezvous before finalizing (it died, "
+                        "exited early or broke the protocol)", rank);
         return;
     }
     if (why && c->state == C_HELLO)
@@ -357,7 +395,7 @@ static void on_gather(struct rdv *r, struct conn *c)
     r->contrib[c->rank] = c->payload; /* ownership moves to the round */
     r->clen[c->rank] = c->plen - 4;
     c->payload = NULL;
-    if (++r->ncontrib == r->nranks)
+    if (++r->ncontrib == r->nranks - r->removed)
         round_complete(r);
 }
 
@@ -750,4 +788,50 @@ uint32_t rdv_finished(struct rdv *r)
 uint32_t rdv_failed(struct rdv *r)
 {
     return r ? r->failed : 0;
+}
+
+void rdv_set_tolerant(struct rdv *r, bool on)
+{
+    if (r)
+        r->tolerant = on;
+}
+
+bool rdv_tolerant(const struct rdv *r)
+{
+    return r && r->tolerant;
+}
+
+uint32_t rdv_removed(const struct rdv *r)
+{
+    return r ? r->removed : 0;
+}
+
+void rdv_rank_lost(struct rdv *r, uint32_t rank, const char *why)
+{
+    char msg[160];
+
+    if (!r || rank >= r->nranks)
+        return;
+    if (!why || !*why)
+        why = "ended";
+    if (r->rstate[rank] == R_UP && r->rconn[rank]) {
+        struct conn *c = r->rconn[rank];
+        /* what it sent before it ended comes first (a BYE: it did finalize) */
+        conn_readable(r, c);
+        if (c->state != C_DEAD) {
+            snprintf(msg, sizeof(msg), "its process %s", why);
+            conn_lost(r, c, msg);
+        }
+        return;
+    }
+    if (r->rstate[rank] != R_NONE)
+        return; /* finalized, or its failure is already counted */
+    r->rstate[rank] = R_FAILED;
+    r->failed++;
+    /* deedrun already reports the exit; a job that never bootstraps needs no more noise */
+    log_info("rendezvous: rank %u %s before connecting", rank, why);
+    if (removable(r, rank))
+        rank_remove(r, rank);
+    else
+        job_fail(r, "rank %u %s before connecting to the rendezvous", rank, why);
 }

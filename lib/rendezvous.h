@@ -30,11 +30,24 @@
  * round with empty contributions. A rank whose connection ends without BYE (it died) or
  * that sends ABORT is counted in rdv_failed, logged, and every other connected rank gets
  * FAIL, so nobody waits for it until the timeout.
+ *
+ * Fault-tolerant mode (rdv_set_tolerant; off by default, deedrun --keep-going turns it on):
+ * a rank other than 0 that fails without ABORT (its connection ends without BYE, or the
+ * host reports with rdv_rank_lost that its process ended before it finalized, connected or
+ * not) does not fail the job. It is removed from the rounds instead: the current round and
+ * every later one complete when all the other ranks that have not failed have sent their
+ * GATHER, and their RESULT still has nranks entries, the removed rank's contribution being
+ * empty (length 0; a contribution it sent to the unfinished round is discarded). So the
+ * surviving ranks' barriers and all-gathers (finalize's included) go on without it. Rank 0
+ * (it hosts the job's membership) failing, and a rank sending ABORT (an explicit request to
+ * end the job), still fail the whole job as above. A removed rank cannot come back: a later
+ * HELLO for it is refused.
  */
 #ifndef DEED_RENDEZVOUS_H
 #define DEED_RENDEZVOUS_H
 
 #include <poll.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define RDV_MAGIC 0x44454544u /* "DEED" */
@@ -77,6 +90,21 @@ int rdv_poll(struct rdv *r, const struct pollfd *fds, int n);
 uint32_t rdv_connected(struct rdv *r);
 uint32_t rdv_finished(struct rdv *r);
 uint32_t rdv_failed(struct rdv *r);
+
+/* Fault-tolerant mode (see above): on = a failed rank other than 0 is removed from the
+ * rounds instead of failing the job. Set it before the ranks start (it may be changed at
+ * any time; it applies to failures from then on). */
+void rdv_set_tolerant(struct rdv *r, bool on);
+bool rdv_tolerant(const struct rdv *r);
+/* The host saw rank's process end (why: e.g. "exited with code 3", for the log). A rank
+ * that has finalized (BYE) or already failed is left alone; otherwise it is counted failed
+ * now, whether or not it ever connected (its connection, if any, is closed): the job fails
+ * (every connected rank gets FAIL) or, in fault-tolerant mode and rank != 0, the rank is
+ * removed from the rounds. Call it outside rdv_poll (between rdv_poll and the next
+ * rdv_pollfds, or before rdv_poll: fds already filled stay valid). */
+void rdv_rank_lost(struct rdv *r, uint32_t rank, const char *why);
+/* Ranks removed from the rounds by fault-tolerant mode (counted in rdv_failed too). */
+uint32_t rdv_removed(const struct rdv *r);
 
 /* Byte order helpers shared by the client and server. */
 static inline void rdv_put32(uint8_t *p, uint32_t v)

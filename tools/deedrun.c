@@ -1,7 +1,8 @@
 /*
  * deedrun — start the N ranks of a deed job on this host.
  *
- *   deedrun -n N [--bind none|core|numa] [--timeout S] [--grace S] [--] prog [args...]
+ *   deedrun -n N [--bind none|core|numa] [--timeout S] [--grace S] [--keep-going]
+ *           [--kill R@MS|R@tasks=N]... [--] prog [args...]
  *
  * Generates a fresh random job key, serves the rendezvous (lib/rendezvous.c) on 127.0.0.1,
  * starts the ranks with DEED_RANK, DEED_NRANKS, DEED_JOB_KEY, DEED_RENDEZVOUS,
@@ -11,9 +12,21 @@
  * every rank that failed. When a rank fails, the others get --grace seconds to end by
  * themselves, then SIGTERM, then SIGKILL 3 s later.
  *
+ * --keep-going (or DEED_KEEP_GOING=1): a rank other than 0 that fails does not stop the
+ * others, and the rendezvous runs in fault-tolerant mode (rdv_set_tolerant: the failed rank
+ * is removed from the bootstrap rounds, so the survivors' barriers still complete). Only
+ * rank 0 failing (it hosts the job's membership) stops the others as above. Every failed
+ * rank is reported at the end with the time it ended.
+ *
+ * --kill R@MS (fault injection, repeatable): SIGKILL rank R MS milliseconds after it
+ * started. --kill R@tasks=N: set DEED_FAULT_KILL_AFTER_TASKS=N in rank R's environment
+ * only (the runtime kills its own process after N task bodies; the other ranks get the
+ * variable removed). A --kill of a rank other than 0 implies --keep-going.
+ *
  * Exit status: 0 when every rank exited 0; else the first failing rank's exit code (128 +
- * signal number when it was killed by a signal); 2 for usage errors; 1 when deedrun itself
- * failed.
+ * signal number when it was killed by a signal); with --keep-going, rank 0's exit status
+ * (computed the same way) whatever the other ranks did; 2 for usage errors; 1 when deedrun
+ * itself failed.
  *
  * Single-threaded: one poll loop over a self-pipe (signals), the ranks' output pipes and the
  * rendezvous' sockets.
@@ -43,6 +56,8 @@
 #define LINE_MAX_BYTES (64 * 1024) /* a longer line is cut into pieces */
 #define KILL_AFTER_TERM_MS 3000
 #define DRAIN_MS 1000              /* after the last rank ended, wait this long for EOF */
+#define FAULT_TASKS_ENV "DEED_FAULT_KILL_AFTER_TASKS"
+#define KILL_SYNTAX "--kill expects RANK@MS or RANK@tasks=N"
 
 struct stream {
     int fd;      /* read end, -1 once closed */
@@ -56,7 +71,19 @@ struct rank {
     bool done;
     int status;
     bool stopped_by_us; /* we sent SIGTERM/SIGKILL after another rank failed */
+    bool injected;      /* we sent the SIGKILL of a --kill R@MS */
+    uint64_t started_ms, ended_ms;
     struct stream s[2];
+};
+
+/* One --kill: SIGKILL rank at started + ms, or (tasks) the runtime's own kill after n
+ * task bodies. */
+struct kill_spec {
+    uint32_t rank;
+    bool tasks;
+    bool fired;
+    uint64_t ms;
+    char n[24]; /* tasks: the value of DEED_FAULT_KILL_AFTER_TASKS */
 };
 
 struct opts {
@@ -64,6 +91,9 @@ struct opts {
     enum boot_bind bind;
     const char *timeout; /* DEED_BOOT_TIMEOUT for the ranks */
     double grace;
+    bool keep_going;
+    struct kill_spec *kills;
+    size_t nkills;
     char **argv;
 };
 
@@ -87,6 +117,17 @@ static void usage(FILE *f)
             "                    DEED_BOOT_TIMEOUT; default 30)\n"
             "  --grace S         when a rank fails, seconds the others get to end by\n"
             "                    themselves before they are terminated (default 5)\n"
+            "  --keep-going      a rank other than 0 that dies or exits non-zero does not\n"
+            "                    stop the job: the others go on (the bootstrap rendezvous\n"
+            "                    drops the dead rank from its barriers), every failure is\n"
+            "                    reported at the end, and the exit status is rank 0's.\n"
+            "                    Rank 0 failing still stops the others. Also enabled by\n"
+            "                    DEED_KEEP_GOING=1\n"
+            "  --kill R@MS       fault injection: SIGKILL rank R MS milliseconds after it\n"
+            "                    starts (repeatable)\n"
+            "  --kill R@tasks=N  fault injection: rank R gets DEED_FAULT_KILL_AFTER_TASKS=N\n"
+            "                    (the runtime kills that rank after N task bodies); any\n"
+            "                    --kill of a rank other than 0 implies --keep-going\n"
             "  -h, --help        this message\n"
             "\n"
             "Each rank gets DEED_RANK, DEED_NRANKS, DEED_LOCAL_RANK, DEED_LOCAL_NRANKS,\n"
@@ -122,6 +163,60 @@ static bool parse_seconds(const char *s, double *out)
     return true;
 }
 
+/* A decimal number without sign or spaces, at most max. */
+static bool parse_uint(const char *s, uint64_t max, uint64_t *out)
+{
+    char *end;
+    unsigned long long v;
+
+    if (!s || *s < '0' || *s > '9')
+        return false;
+    errno = 0;
+    v = strtoull(s, &end, 10);
+    if (errno || *end || v > max)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* "R@MS" or "R@tasks=N" (the rank is checked against -n later). */
+static void parse_kill(const char *v, struct opts *o)
+{
+    const char *at = v ? strchr(v, '@') : NULL;
+    char rank[24];
+    uint64_t r, x;
+    struct kill_spec *ks, k;
+
+    memset(&k, 0, sizeof(k));
+    if (!at || (size_t)(at - v) >= sizeof(rank))
+        die_usage(KILL_SYNTAX "%s%s%s", v ? ", not '" : "", v ? v : "", v ? "'" : "");
+    memcpy(rank, v, (size_t)(at - v));
+    rank[at - v] = '\0';
+    if (!parse_uint(rank, RDV_MAX_NRANKS, &r))
+        die_usage(KILL_SYNTAX ", not '%s' (the rank is not a number)", v);
+    k.rank = (uint32_t)r;
+    if (strncmp(at + 1, "tasks=", 6) == 0) {
+        if (!parse_uint(at + 7, UINT32_MAX, &x) || x == 0)
+            die_usage(KILL_SYNTAX ", not '%s' (N: a positive number of tasks)", v);
+        k.tasks = true;
+        snprintf(k.n, sizeof(k.n), "%llu", (unsigned long long)x);
+    } else {
+        if (!parse_uint(at + 1, 86400000ull * 7, &x))
+            die_usage(KILL_SYNTAX ", not '%s' (MS: milliseconds after the rank starts)", v);
+        k.ms = x;
+    }
+    for (size_t i = 0; i < o->nkills; i++)
+        if (o->kills[i].rank == k.rank && o->kills[i].tasks && k.tasks)
+            die_usage("--kill %u@tasks= is given twice", k.rank);
+    ks = realloc(o->kills, (o->nkills + 1) * sizeof(*ks));
+    if (!ks) {
+        fprintf(stderr, "deedrun: out of memory\n");
+        exit(1);
+    }
+    o->kills = ks;
+    o->kills[o->nkills++] = k;
+}
+
 /* Option value: "--opt V", "--opt=V" or, for -n, "-nV". */
 static const char *opt_value(int argc, char **argv, int *i, const char *name)
 {
@@ -141,9 +236,11 @@ static void parse_opts(int argc, char **argv, struct opts *o)
 {
     int i;
     bool have_n = false;
+    const char *env_kg = getenv("DEED_KEEP_GOING");
 
     memset(o, 0, sizeof(*o));
     o->grace = 5.0;
+    o->keep_going = env_kg && *env_kg && strcmp(env_kg, "0") != 0;
     for (i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
 
@@ -192,12 +289,23 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             if (!parse_seconds(v, &o->grace))
                 die_usage("--grace needs a number of seconds (0 or more)%s%s%s",
                           v ? ", not '" : "", v ? v : "", v ? "'" : "");
+        } else if (strcmp(a, "--keep-going") == 0) {
+            o->keep_going = true;
+        } else if (strncmp(a, "--kill", 6) == 0 && (a[6] == '\0' || a[6] == '=')) {
+            parse_kill(opt_value(argc, argv, &i, "--kill"), o);
         } else {
             die_usage("unknown option '%s'", a);
         }
     }
     if (!have_n)
         die_usage("-n N is required (the number of ranks)");
+    for (size_t k = 0; k < o->nkills; k++) {
+        if (o->kills[k].rank >= o->n)
+            die_usage("--kill: rank %u is out of range (the job has %u ranks: 0 to %u)",
+                      o->kills[k].rank, o->n, o->n - 1);
+        if (o->kills[k].rank != 0)
+            o->keep_going = true;
+    }
     if (i >= argc)
         die_usage("no program to run");
     o->argv = argv + i;
@@ -365,6 +473,16 @@ static void start_rank(const struct opts *o, uint32_t r, int out_w, int err_w, c
     unsetenv("DEED_BOOTSTRAP");
     if (o->timeout)
         setenv("DEED_BOOT_TIMEOUT", o->timeout, 1);
+    for (size_t k = 0; k < o->nkills; k++) {
+        if (!o->kills[k].tasks)
+            continue;
+        /* any --kill R@tasks: the variable is for rank R only */
+        unsetenv(FAULT_TASKS_ENV);
+        for (size_t j = 0; j < o->nkills; j++)
+            if (o->kills[j].tasks && o->kills[j].rank == r)
+                setenv(FAULT_TASKS_ENV, o->kills[j].n, 1);
+        break;
+    }
     if (topo && set && hwloc_set_cpubind(topo, set, HWLOC_CPUBIND_PROCESS) < 0) {
         char *str = NULL;
         hwloc_bitmap_asprintf(&str, set);
@@ -402,8 +520,8 @@ int main(int argc, char **argv)
     hwloc_bitmap_t *sets = NULL;
     struct pollfd *fds;
     size_t fds_cap;
-    uint32_t live, first_fail = UINT32_MAX;
-    uint64_t term_at = 0, kill_at = 0, drain_until = 0;
+    uint32_t live, first_fail = UINT32_MAX, stop_cause = UINT32_MAX;
+    uint64_t term_at = 0, kill_at = 0, drain_until = 0, t0;
     bool termed = false, killed = false;
     int exit_code = 0, rc;
 
@@ -420,6 +538,8 @@ int main(int argc, char **argv)
     }
     memset(key, 0, sizeof(key));
     snprintf(rdv_addr, sizeof(rdv_addr), "127.0.0.1:%u", (unsigned)port);
+    /* keep-going: a dead rank other than 0 leaves the bootstrap rounds, not the whole job */
+    rdv_set_tolerant(rdv, o.keep_going);
 
     if (o.bind != BOOT_BIND_NONE) {
         if (hwloc_topology_init(&topo) < 0 || hwloc_topology_load(topo) < 0) {
@@ -464,6 +584,7 @@ int main(int argc, char **argv)
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGCHLD);
+    t0 = now_ms();
     for (uint32_t r = 0; r < o.n; r++) {
         int po[2], pe[2];
         pid_t pid;
@@ -496,6 +617,7 @@ int main(int argc, char **argv)
         fcntl(po[0], F_SETFL, O_NONBLOCK);
         fcntl(pe[0], F_SETFL, O_NONBLOCK);
         ranks[r].pid = pid;
+        ranks[r].started_ms = now_ms();
         ranks[r].s[0].fd = po[0];
         ranks[r].s[0].out = STDOUT_FILENO;
         ranks[r].s[1].fd = pe[0];
@@ -515,7 +637,7 @@ int main(int argc, char **argv)
     for (;;) {
         size_t nf = 0, nstreams = 0;
         int rdv_first, rdv_n, timeout = 1000;
-        uint64_t now = now_ms();
+        uint64_t now = now_ms(), next = now + 1000;
 
         /* deadlines */
         if (term_at && !termed && now >= term_at) {
@@ -526,6 +648,21 @@ int main(int argc, char **argv)
         if (kill_at && !killed && now >= kill_at) {
             signal_ranks(ranks, o.n, SIGKILL, true);
             killed = true;
+        }
+        for (size_t k = 0; k < o.nkills; k++) {
+            struct kill_spec *ks = &o.kills[k];
+            struct rank *rk = &ranks[ks->rank];
+            if (ks->tasks || ks->fired)
+                continue;
+            if (rk->done) {
+                ks->fired = true; /* it ended first */
+            } else if (now >= rk->started_ms + ks->ms) {
+                kill(rk->pid, SIGKILL);
+                rk->injected = true;
+                ks->fired = true;
+            } else if (rk->started_ms + ks->ms < next) {
+                next = rk->started_ms + ks->ms;
+            }
         }
         for (uint32_t r = 0; r < o.n; r++)
             nstreams += (ranks[r].s[0].fd >= 0) + (ranks[r].s[1].fd >= 0);
@@ -555,12 +692,13 @@ int main(int argc, char **argv)
         rdv_n = rdv_pollfds(rdv, fds + nf, (int)(fds_cap - nf));
         nf += (size_t)rdv_n;
 
-        if (term_at && !termed)
-            timeout = (int)(term_at > now ? (term_at - now < 1000 ? term_at - now : 1000) : 0);
-        else if (kill_at && !killed)
-            timeout = (int)(kill_at > now ? (kill_at - now < 1000 ? kill_at - now : 1000) : 0);
-        if (drain_until)
-            timeout = drain_until > now ? (int)(drain_until - now) : 0;
+        if (term_at && !termed && term_at < next)
+            next = term_at;
+        if (kill_at && !killed && kill_at < next)
+            next = kill_at;
+        if (drain_until && drain_until < next)
+            next = drain_until;
+        timeout = next > now ? (int)(next - now) : 0;
         rc = poll(fds, nf, timeout);
         if (rc < 0 && errno != EINTR) {
             fprintf(stderr, "deedrun: poll: %s\n", strerror(errno));
@@ -597,13 +735,32 @@ int main(int argc, char **argv)
                     continue;
                 ranks[r].done = true;
                 ranks[r].status = st;
+                ranks[r].ended_ms = now_ms();
                 live--;
                 bool ok = WIFEXITED(st) && WEXITSTATUS(st) == 0;
-                if (!ok && first_fail == UINT32_MAX) {
+                if (ok)
+                    continue;
+                if (first_fail == UINT32_MAX) {
                     first_fail = r;
-                    exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                    if (!o.keep_going)
+                        exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                }
+                /* keep-going: only rank 0 (the job's membership) stops the others */
+                if (stop_cause == UINT32_MAX && (!o.keep_going || r == 0)) {
+                    stop_cause = r;
                     if (!term_at && live > 0)
                         term_at = now_ms() + (uint64_t)(o.grace * 1000.0);
+                }
+                /* the rendezvous learns now even if the rank never connected, so nobody
+                 * waits for it in a round */
+                {
+                    char what[64];
+                    if (WIFEXITED(st))
+                        snprintf(what, sizeof(what), "exited with code %d", WEXITSTATUS(st));
+                    else
+                        snprintf(what, sizeof(what), "was killed by signal %d",
+                                 WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+                    rdv_rank_lost(rdv, r, what);
                 }
             }
         }
@@ -632,22 +789,35 @@ int main(int argc, char **argv)
             fprintf(stderr, "deedrun: warning: the rendezvous server failed\n");
     }
 
-    /* report */
+    /* report (keep-going: with the time each rank ended, since the job went on) */
     for (uint32_t r = 0; r < o.n; r++) {
         int st = ranks[r].status;
-        char why[128] = "";
+        char why[128] = "", at[48] = "";
 
         if (!ranks[r].done || (WIFEXITED(st) && WEXITSTATUS(st) == 0))
             continue;
-        if (ranks[r].stopped_by_us && first_fail != UINT32_MAX && first_fail != r)
-            snprintf(why, sizeof(why), " (stopped by deedrun after rank %u failed)", first_fail);
+        if (ranks[r].stopped_by_us && stop_cause != UINT32_MAX && stop_cause != r)
+            snprintf(why, sizeof(why), " (stopped by deedrun after rank %u failed)", stop_cause);
         else if (ranks[r].stopped_by_us)
             snprintf(why, sizeof(why), " (stopped by deedrun)");
+        else if (ranks[r].injected && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)
+            snprintf(why, sizeof(why), " (injected by --kill)");
+        if (o.keep_going)
+            snprintf(at, sizeof(at), " at %.3f s", (double)(ranks[r].ended_ms - t0) / 1000.0);
         if (WIFEXITED(st))
-            fprintf(stderr, "deedrun: rank %u exited with code %d%s\n", r, WEXITSTATUS(st), why);
+            fprintf(stderr, "deedrun: rank %u exited with code %d%s%s\n", r, WEXITSTATUS(st), at,
+                    why);
         else if (WIFSIGNALED(st))
-            fprintf(stderr, "deedrun: rank %u killed by signal %d (%s)%s\n", r, WTERMSIG(st),
-                    strsignal(WTERMSIG(st)), why);
+            fprintf(stderr, "deedrun: rank %u killed by signal %d (%s)%s%s\n", r, WTERMSIG(st),
+                    strsignal(WTERMSIG(st)), at, why);
+    }
+    if (o.keep_going) {
+        /* the job's result is rank 0's: a fault-tolerant job that recovered succeeded */
+        int st = ranks[0].status;
+        exit_code = !ranks[0].done         ? 1
+                    : WIFEXITED(st)        ? WEXITSTATUS(st)
+                    : WIFSIGNALED(st)      ? 128 + WTERMSIG(st)
+                                           : 1;
     }
     if (first_fail == UINT32_MAX && rdv_failed(rdv) > 0)
         log_warn("rendezvous: %u rank(s) left the bootstrap without finalizing",
@@ -662,6 +832,7 @@ int main(int argc, char **argv)
     }
     free(ranks);
     free(fds);
+    free(o.kills);
     if (sets) {
         for (uint32_t r = 0; r < o.n; r++)
             hwloc_bitmap_free(sets[r]);

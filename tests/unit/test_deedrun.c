@@ -5,7 +5,11 @@
  * its "[r] " prefix on the right stream; the environment; a failing rank (exit code, signal)
  * is reported by rank and makes deedrun fail, the others being stopped after the grace
  * period; SIGTERM to deedrun reaches every rank; the ranks bootstrap over the rendezvous;
- * a process with a wrong job key is refused; option errors and --help.
+ * a process with a wrong job key is refused; option errors and --help. Fault tolerance:
+ * --keep-going (and DEED_KEEP_GOING=1) lets the job go on when a rank other than 0 fails
+ * (reported with the time; exit status rank 0's), but not when rank 0 fails; --kill R@MS
+ * kills a rank, --kill R@tasks=N reaches that rank's environment only; with keep-going the
+ * survivors' bootstrap barriers and all-gathers complete without a rank that died.
  */
 #include <check.h>
 #include <errno.h>
@@ -69,6 +73,51 @@ static int child_boot(uint32_t expect_rank, uint32_t expect_n)
     return 0;
 }
 
+/* Fault tolerance: every rank connects; rank 1 dies before the barrier; the others go on
+ * through two barriers (as finalize does) and an all-gather, without it. */
+static int child_ft_boot(uint32_t expect_rank, uint32_t expect_n)
+{
+    const struct boot_ops *ops = boot_select();
+    struct boot *b;
+    uint32_t rank, n;
+    char mine[32];
+    void *all;
+    size_t *lens, off = 0;
+
+    if (ops != &boot_tcp_ops || ops->init(0, &b, &rank, &n) != DEED_OK)
+        return 10;
+    if (rank != expect_rank || n != expect_n)
+        return 11;
+    printf("connected\n");
+    if (rank == 1)
+        _exit(1); /* dies without finalizing */
+    if (ops->barrier(b) != DEED_OK) {
+        ops->fini(b);
+        return 13;
+    }
+    printf("barrier ok\n");
+    snprintf(mine, sizeof(mine), "rank %u", rank);
+    if (ops->allgatherv(b, mine, strlen(mine), &all, &lens) != DEED_OK) {
+        ops->fini(b);
+        return 12;
+    }
+    printf("gathered:");
+    for (uint32_t r = 0; r < n; r++) {
+        printf(" <%.*s>", (int)lens[r], (char *)all + off);
+        off += lens[r];
+    }
+    printf("\n");
+    free(all);
+    free(lens);
+    if (ops->barrier(b) != DEED_OK) {
+        ops->fini(b);
+        return 14;
+    }
+    printf("barrier 2 ok\n");
+    ops->fini(b);
+    return 0;
+}
+
 static int child_main(const char *mode)
 {
     const char *rs = getenv("DEED_RANK"), *ns = getenv("DEED_NRANKS");
@@ -125,6 +174,29 @@ static int child_main(const char *mode)
         printf("outsider refused\n");
         return child_boot(rank, n);
     }
+    if (strcmp(mode, "exit3late") == 0) {
+        if (rank == 2)
+            return 3;
+        usleep(1500 * 1000); /* without keep-going, deedrun stops us (--grace 0.2) */
+        printf("rank %u finished\n", rank);
+        return 0;
+    }
+    if (strcmp(mode, "sleep1") == 0) {
+        sleep(1);
+        printf("rank %u woke up\n", rank);
+        return 0;
+    }
+    if (strcmp(mode, "sleep60") == 0) {
+        sleep(60); /* deedrun stops us */
+        return 0;
+    }
+    if (strcmp(mode, "faultenv") == 0) {
+        const char *v = getenv("DEED_FAULT_KILL_AFTER_TASKS");
+        printf("fault=%s\n", v ? v : "-");
+        return 0;
+    }
+    if (strcmp(mode, "ftboot") == 0)
+        return child_ft_boot(rank, n);
     if (strcmp(mode, "env") == 0) {
         printf("timeout=%s\n", getenv("DEED_BOOT_TIMEOUT") ? getenv("DEED_BOOT_TIMEOUT") : "-");
         return 0;
@@ -375,6 +447,16 @@ START_TEST(bad_options_get_a_clear_message)
         {{"-n", "2", "--timeout", "0", "true", NULL}, "deedrun: --timeout needs a positive"},
         {{"-n", "2", "--grace", "-1", "true", NULL}, "deedrun: --grace needs a number"},
         {{"-n", "2", "--frobnicate", "true", NULL}, "deedrun: unknown option '--frobnicate'"},
+        {{"-n", "2", "--kill", "1", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "x@5", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "1@", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "1@5ms", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "1@-5", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "1@tasks=", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "1@tasks=x", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "1@tasks=0", "true", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", NULL}, "deedrun: --kill expects RANK@MS or RANK@tasks=N"},
+        {{"-n", "2", "--kill", "2@100", "true", NULL}, "deedrun: --kill: rank 2 is out of range"},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -390,6 +472,146 @@ START_TEST(bad_options_get_a_clear_message)
         HAS(r.out, "usage: deedrun -n N");
         HAS(r.out, "--bind");
     }
+}
+END_TEST
+
+/* "deedrun: rank R killed by signal 9 (Killed) at X s": X, or -1 */
+static double killed_at(const char *err, unsigned rank)
+{
+    char want[64];
+    const char *p;
+    double t;
+
+    snprintf(want, sizeof(want), "deedrun: rank %u killed by signal 9 (Killed) at ", rank);
+    p = strstr(err, want);
+    if (!p || sscanf(p + strlen(want), "%lf s", &t) != 1)
+        return -1;
+    return t;
+}
+
+START_TEST(keep_going_survives_a_failing_rank)
+{
+    struct run r;
+    const char *args[] = {"-n", "4", "--keep-going", "--grace", "0.2", self, "--child",
+                          "exit3late", NULL};
+    const char *plain[] = {"-n", "4", "--grace", "0.2", self, "--child", "exit3late", NULL};
+
+    run_deedrun(&r, args, 0);
+    ck_assert_msg(code(&r) == 0, "exit %d, stderr: %s", code(&r), r.err);
+    HAS(r.err, "deedrun: rank 2 exited with code 3 at ");
+    ck_assert_uint_eq(count(r.err, "deedrun: rank"), 1);
+    HAS(r.out, "[0] rank 0 finished\n");
+    HAS(r.out, "[1] rank 1 finished\n");
+    HAS(r.out, "[3] rank 3 finished\n");
+
+    /* the same through the environment */
+    setenv("DEED_KEEP_GOING", "1", 1);
+    run_deedrun(&r, plain, 0);
+    unsetenv("DEED_KEEP_GOING");
+    ck_assert_msg(code(&r) == 0, "exit %d, stderr: %s", code(&r), r.err);
+    HAS(r.err, "deedrun: rank 2 exited with code 3 at ");
+    HAS(r.out, "[3] rank 3 finished\n");
+
+    /* and without it, the others are stopped and the job fails */
+    run_deedrun(&r, plain, 0);
+    ck_assert_int_eq(code(&r), 3);
+    HAS(r.err, "deedrun: rank 2 exited with code 3\n");
+    HAS(r.err, "(stopped by deedrun after rank 2 failed)");
+    ck_assert(!strstr(r.out, "finished"));
+}
+END_TEST
+
+START_TEST(kill_option_kills_a_rank_and_the_job_goes_on)
+{
+    struct run r;
+    const char *args[] = {"-n", "3", "--kill", "1@200", self, "--child", "sleep1", NULL};
+    uint64_t t0 = now_ms();
+    double t;
+
+    run_deedrun(&r, args, 0);
+    ck_assert_msg(code(&r) == 0, "exit %d, stderr: %s", code(&r), r.err);
+    t = killed_at(r.err, 1);
+    ck_assert_msg(t >= 0.15 && t < 0.9, "rank 1 killed at %g s; stderr: %s", t, r.err);
+    HAS(r.err, "(injected by --kill)");
+    ck_assert_uint_eq(count(r.err, "deedrun: rank"), 1);
+    HAS(r.out, "[0] rank 0 woke up\n");
+    HAS(r.out, "[2] rank 2 woke up\n");
+    ck_assert(!strstr(r.out, "[1] rank 1 woke up"));
+    ck_assert_uint_ge(now_ms() - t0, 1000);
+}
+END_TEST
+
+START_TEST(a_killed_rank_0_fails_the_job)
+{
+    struct run r;
+    const char *a1[] = {"-n", "3", "--keep-going", "--grace", "0.3", "--kill", "0@200", self,
+                        "--child", "sleep60", NULL};
+    const char *a2[] = {"-n", "3", "--grace=0.3", "--kill=0@100", self, "--child", "sleep60",
+                        NULL};
+    uint64_t t0 = now_ms();
+
+    run_deedrun(&r, a1, 0);
+    ck_assert_int_eq(code(&r), 128 + SIGKILL);
+    ck_assert_msg(killed_at(r.err, 0) >= 0.15, "stderr: %s", r.err);
+    HAS(r.err, "deedrun: rank 1 killed by signal 15 (Terminated) at ");
+    HAS(r.err, "(stopped by deedrun after rank 0 failed)");
+    HAS(r.err, "deedrun: rank 2 killed by signal 15 (Terminated) at ");
+    /* --kill 0@ alone does not imply --keep-going */
+    run_deedrun(&r, a2, 0);
+    ck_assert_int_eq(code(&r), 128 + SIGKILL);
+    HAS(r.err, "deedrun: rank 0 killed by signal 9 (Killed) (injected by --kill)\n");
+    HAS(r.err, "deedrun: rank 2 killed by signal 15 (Terminated) (stopped by deedrun after "
+               "rank 0 failed)\n");
+    ck_assert_uint_lt(now_ms() - t0, 20000);
+}
+END_TEST
+
+START_TEST(kill_after_tasks_reaches_only_that_rank)
+{
+    struct run r;
+    const char *args[] = {"-n", "3", "--kill", "1@tasks=5", self, "--child", "faultenv", NULL};
+
+    /* an inherited value reaches nobody else */
+    setenv("DEED_FAULT_KILL_AFTER_TASKS", "77", 1);
+    run_deedrun(&r, args, 0);
+    unsetenv("DEED_FAULT_KILL_AFTER_TASKS");
+    ck_assert_msg(code(&r) == 0, "exit %d, stderr: %s", code(&r), r.err);
+    HAS(r.out, "[0] fault=-\n");
+    HAS(r.out, "[1] fault=5\n");
+    HAS(r.out, "[2] fault=-\n");
+}
+END_TEST
+
+START_TEST(keep_going_barriers_complete_without_a_dead_rank)
+{
+    struct run r;
+    const char *args[] = {"-n", "3", "--keep-going", "--timeout", "20", self, "--child",
+                          "ftboot", NULL};
+    const char *plain[] = {"-n", "3", "--timeout", "20", self, "--child", "ftboot", NULL};
+
+    run_deedrun(&r, args, 0);
+    ck_assert_msg(code(&r) == 0, "exit %d, stdout: %s, stderr: %s", code(&r), r.out, r.err);
+    for (int i = 0; i < 3; i++) {
+        char want[64];
+        snprintf(want, sizeof(want), "[%d] connected\n", i);
+        HAS(r.out, want);
+    }
+    HAS(r.out, "[0] barrier ok\n");
+    HAS(r.out, "[2] barrier ok\n");
+    HAS(r.out, "[0] gathered: <rank 0> <> <rank 2>\n");
+    HAS(r.out, "[2] gathered: <rank 0> <> <rank 2>\n");
+    HAS(r.out, "[0] barrier 2 ok\n");
+    HAS(r.out, "[2] barrier 2 ok\n");
+    ck_assert(!strstr(r.out, "[1] barrier"));
+    HAS(r.err, "deedrun: rank 1 exited with code 1 at ");
+    HAS(r.err, "rendezvous: rank 1 removed from the job");
+    ck_assert_uint_eq(count(r.err, "deedrun: rank"), 1);
+
+    /* without keep-going, the rendezvous fails the job instead */
+    run_deedrun(&r, plain, 0);
+    ck_assert_int_ne(code(&r), 0);
+    ck_assert(!strstr(r.out, "barrier ok"));
+    HAS(r.err, "rank 1 disconnected from the rendezvous before finalizing");
 }
 END_TEST
 
@@ -424,6 +646,11 @@ static Suite *deedrun_suite(void)
     tcase_add_test(tc, a_missing_program_is_reported);
     tcase_add_test(tc, bad_options_get_a_clear_message);
     tcase_add_test(tc, bind_core_and_numa_run);
+    tcase_add_test(tc, keep_going_survives_a_failing_rank);
+    tcase_add_test(tc, kill_option_kills_a_rank_and_the_job_goes_on);
+    tcase_add_test(tc, a_killed_rank_0_fails_the_job);
+    tcase_add_test(tc, kill_after_tasks_reaches_only_that_rank);
+    tcase_add_test(tc, keep_going_barriers_complete_without_a_dead_rank);
     suite_add_tcase(su, tc);
     return su;
 }
@@ -467,6 +694,8 @@ found:
     }
     signal(SIGPIPE, SIG_IGN);
     unsetenv("DEED_RENDEZVOUS");
+    unsetenv("DEED_KEEP_GOING"); /* the tests choose keep-going themselves */
+    unsetenv("DEED_FAULT_KILL_AFTER_TASKS");
     sr = srunner_create(deedrun_suite());
     srunner_run_all(sr, CK_NORMAL);
     failed = srunner_ntests_failed(sr);
