@@ -5,7 +5,8 @@
  * after the ranks), says hello with the job key, then runs all-gather rounds; a barrier is
  * an all-gather of nothing. Every wait is bounded by the timeout, and the error names the
  * rendezvous and what was awaited. Owns one blocking-style socket (non-blocking, driven by
- * poll with a deadline).
+ * poll with a deadline). The client proper is boot_tcp_client (also used by the "slurm"
+ * bootstrap, boot_slurm.c, with an address derived from the Slurm environment).
  */
 #include <errno.h>
 #include <netdb.h>
@@ -27,7 +28,7 @@
 
 struct tcp {
     int fd;
-    char addr[256]; /* DEED_RENDEZVOUS as given, for messages */
+    char addr[256]; /* the rendezvous address as given, for messages */
     uint32_t rank, nranks, round, timeout_ms;
     bool broken;     /* the connection is unusable: no more messages, not even goodbye */
     bool job_failed; /* the server said the job failed: calls fail fast, goodbye still sent */
@@ -284,7 +285,7 @@ static int split_addr(const char *s, char *host, size_t hlen, char *port, size_t
 }
 
 /* Connect, retrying until the deadline (the server may not be listening yet). */
-static int tcp_connect(struct tcp *t, const char *host, const char *port)
+static int tcp_connect(struct tcp *t, const char *host, const char *port, const char *origin)
 {
     uint64_t deadline = now_ms() + t->timeout_ms;
     struct addrinfo hints, *res = NULL;
@@ -296,8 +297,8 @@ static int tcp_connect(struct tcp *t, const char *host, const char *port)
     hints.ai_flags = AI_NUMERICSERV;
     err = getaddrinfo(host, port, &hints, &res);
     if (err != 0) {
-        log_error("bootstrap: cannot resolve the rendezvous address %s (DEED_RENDEZVOUS): %s",
-                  t->addr, gai_strerror(err));
+        log_error("bootstrap: cannot resolve the rendezvous address %s (%s): %s", t->addr,
+                  origin, gai_strerror(err));
         return DEED_ERR_BOOTSTRAP;
     }
     for (;;) {
@@ -341,8 +342,8 @@ static int tcp_connect(struct tcp *t, const char *host, const char *port)
         nanosleep(&ts, NULL);
     }
     freeaddrinfo(res);
-    log_error("bootstrap: cannot connect to the rendezvous at %s after %g s (DEED_BOOT_TIMEOUT): "
-              "%s", t->addr, secs(t->timeout_ms), strerror(last));
+    log_error("bootstrap: cannot connect to the rendezvous at %s after %g s (DEED_BOOT_TIMEOUT; "
+              "address from %s): %s", t->addr, secs(t->timeout_ms), origin, strerror(last));
     return DEED_ERR_TIMEOUT;
 }
 
@@ -356,10 +357,9 @@ static void tcp_free(struct boot *b)
     free(b);
 }
 
-static int tcp_init(uint32_t timeout_ms, struct boot **bp, uint32_t *rank, uint32_t *nranks)
+int boot_tcp_client(const char *addr, const char *origin, const char *keys, uint32_t rank,
+                    uint32_t nranks, uint32_t timeout_ms, struct boot **bp)
 {
-    const char *addr = getenv("DEED_RENDEZVOUS"), *keys = getenv("DEED_JOB_KEY");
-    const char *rs = getenv("DEED_RANK"), *ns = getenv("DEED_NRANKS");
     uint8_t key[RDV_KEY_LEN], hello[RDV_HDR_LEN + RDV_KEY_LEN + 8], *payload;
     char host[256], port[16], what[128];
     struct boot *b;
@@ -367,18 +367,13 @@ static int tcp_init(uint32_t timeout_ms, struct boot **bp, uint32_t *rank, uint3
     uint32_t len;
     int rc;
 
-    if (!bp || !rank || !nranks)
+    if (!bp || !addr || !origin || nranks == 0 || rank >= nranks)
         return DEED_ERR_INVALID_ARG;
     *bp = NULL;
-    if (!addr || !*addr) {
-        log_error("bootstrap: DEED_RENDEZVOUS is not set (host:port of the rendezvous; deedrun "
-                  "sets it)");
-        return DEED_ERR_BOOTSTRAP;
-    }
     if (strlen(addr) >= sizeof(((struct tcp *)0)->addr) ||
         split_addr(addr, host, sizeof(host), port, sizeof(port)) != 0) {
-        log_error("bootstrap: DEED_RENDEZVOUS='%s' is not host:port (e.g. 127.0.0.1:4242 or "
-                  "[::1]:4242)", addr);
+        log_error("bootstrap: the rendezvous address '%s' (%s) is not host:port (e.g. "
+                  "127.0.0.1:4242 or [::1]:4242)", addr, origin);
         return DEED_ERR_BOOTSTRAP;
     }
     if (!keys) {
@@ -387,16 +382,6 @@ static int tcp_init(uint32_t timeout_ms, struct boot **bp, uint32_t *rank, uint3
     }
     if (parse_key(keys, key) != 0) {
         log_error("bootstrap: DEED_JOB_KEY is not 32 hex digits (%zu characters)", strlen(keys));
-        return DEED_ERR_BOOTSTRAP;
-    }
-    if (parse_u32(ns, nranks) != 0 || *nranks == 0 || *nranks > RDV_MAX_NRANKS) {
-        log_error("bootstrap: DEED_NRANKS='%s' is not a rank count (1 to %u)", ns ? ns : "",
-                  RDV_MAX_NRANKS);
-        return DEED_ERR_BOOTSTRAP;
-    }
-    if (parse_u32(rs, rank) != 0 || *rank >= *nranks) {
-        log_error("bootstrap: DEED_RANK='%s' is not a rank of a %u-rank job (0 to %u)",
-                  rs ? rs : "", *nranks, *nranks - 1);
         return DEED_ERR_BOOTSTRAP;
     }
 
@@ -410,12 +395,12 @@ static int tcp_init(uint32_t timeout_ms, struct boot **bp, uint32_t *rank, uint3
     b->ops = &boot_tcp_ops;
     b->impl = t;
     t->fd = -1;
-    t->rank = *rank;
-    t->nranks = *nranks;
+    t->rank = rank;
+    t->nranks = nranks;
     t->timeout_ms = timeout_ms ? timeout_ms : boot_default_timeout_ms();
     snprintf(t->addr, sizeof(t->addr), "%s", addr);
 
-    if ((rc = tcp_connect(t, host, port)) != DEED_OK)
+    if ((rc = tcp_connect(t, host, port, origin)) != DEED_OK)
         goto fail;
     rdv_put_header(hello, RDV_HELLO, RDV_KEY_LEN + 8);
     memcpy(hello + RDV_HDR_LEN, key, RDV_KEY_LEN);
@@ -437,6 +422,32 @@ static int tcp_init(uint32_t timeout_ms, struct boot **bp, uint32_t *rank, uint3
 fail:
     tcp_free(b);
     return rc;
+}
+
+static int tcp_init(uint32_t timeout_ms, struct boot **bp, uint32_t *rank, uint32_t *nranks)
+{
+    const char *addr = getenv("DEED_RENDEZVOUS"), *keys = getenv("DEED_JOB_KEY");
+    const char *rs = getenv("DEED_RANK"), *ns = getenv("DEED_NRANKS");
+
+    if (!bp || !rank || !nranks)
+        return DEED_ERR_INVALID_ARG;
+    *bp = NULL;
+    if (!addr || !*addr) {
+        log_error("bootstrap: DEED_RENDEZVOUS is not set (host:port of the rendezvous; deedrun "
+                  "sets it)");
+        return DEED_ERR_BOOTSTRAP;
+    }
+    if (parse_u32(ns, nranks) != 0 || *nranks == 0 || *nranks > RDV_MAX_NRANKS) {
+        log_error("bootstrap: DEED_NRANKS='%s' is not a rank count (1 to %u)", ns ? ns : "",
+                  RDV_MAX_NRANKS);
+        return DEED_ERR_BOOTSTRAP;
+    }
+    if (parse_u32(rs, rank) != 0 || *rank >= *nranks) {
+        log_error("bootstrap: DEED_RANK='%s' is not a rank of a %u-rank job (0 to %u)",
+                  rs ? rs : "", *nranks, *nranks - 1);
+        return DEED_ERR_BOOTSTRAP;
+    }
+    return boot_tcp_client(addr, "DEED_RENDEZVOUS", keys, *rank, *nranks, timeout_ms, bp);
 }
 
 static int tcp_allgatherv(struct boot *b, const void *mine, size_t len, void **all,

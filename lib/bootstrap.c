@@ -1,11 +1,13 @@
 /*
  * bootstrap.c — the bootstrap layer's common parts (see bootstrap.h): choosing an
- * implementation from the environment, the "single" implementation (a one-rank job with no
+ * implementation from the environment (and the registry of implementations that live outside
+ * the core, e.g. libdeed_mpi's "mpi"), the "single" implementation (a one-rank job with no
  * launcher), the DEED_BOOT_TIMEOUT default and the launcher's placement function.
  */
 #include "bootstrap.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -102,31 +104,81 @@ const struct boot_ops boot_single_ops = {
 
 /* ---- selection ---------------------------------------------------------------------- */
 
+#define BOOT_MAX_REGISTERED 8
+
+static const struct boot_ops *const builtin[] = {&boot_single_ops, &boot_tcp_ops,
+                                                 &boot_slurm_ops};
+static const struct boot_ops *registered[BOOT_MAX_REGISTERED];
+static pthread_mutex_t registered_lock = PTHREAD_MUTEX_INITIALIZER;
+
+int deed__boot_register(const struct boot_ops *ops)
+{
+    int rc = DEED_ERR_TOO_MANY;
+
+    if (!ops || !ops->name || ops->size != sizeof(struct boot_ops) ||
+        strcmp(ops->name, boot_pmix_ops.name) == 0)
+        return DEED_ERR_INVALID_ARG;
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        if (strcmp(builtin[i]->name, ops->name) == 0)
+            return DEED_ERR_INVALID_ARG;
+    pthread_mutex_lock(&registered_lock);
+    for (size_t i = 0; i < BOOT_MAX_REGISTERED; i++) {
+        if (!registered[i] || strcmp(registered[i]->name, ops->name) == 0) {
+            registered[i] = ops;
+            rc = DEED_OK;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&registered_lock);
+    return rc;
+}
+
 const struct boot_ops *boot_find(const char *name)
 {
-    static const struct boot_ops *const all[] = {&boot_single_ops, &boot_tcp_ops};
+    const struct boot_ops *found = NULL;
 
     if (!name)
         return NULL;
-    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++)
-        if (strcmp(all[i]->name, name) == 0)
-            return all[i];
-    return NULL;
+    for (size_t i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+        if (strcmp(builtin[i]->name, name) == 0)
+            return builtin[i];
+    pthread_mutex_lock(&registered_lock);
+    for (size_t i = 0; i < BOOT_MAX_REGISTERED && registered[i]; i++)
+        if (strcmp(registered[i]->name, name) == 0) {
+            found = registered[i];
+            break;
+        }
+    pthread_mutex_unlock(&registered_lock);
+    return found;
+}
+
+static int env_set(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v;
 }
 
 const struct boot_ops *boot_select(void)
 {
     const char *s = getenv("DEED_BOOTSTRAP");
-    const char *rv = getenv("DEED_RENDEZVOUS");
 
     if (s && *s) {
-        const struct boot_ops *ops = boot_find(s);
+        const struct boot_ops *ops = strcmp(s, boot_pmix_ops.name) == 0 ? &boot_pmix_ops
+                                                                         : boot_find(s);
         if (ops)
             return ops;
-        log_warn("bootstrap: DEED_BOOTSTRAP='%s' is unknown (allowed: single, tcp); choosing "
-                 "from DEED_RENDEZVOUS", s);
+        log_warn("bootstrap: DEED_BOOTSTRAP='%s' is unknown (allowed: single, tcp, slurm, pmix, "
+                 "or mpi through deed_init_mpi); choosing from the environment", s);
     }
-    return rv && *rv ? &boot_tcp_ops : &boot_single_ops;
+    if (env_set("DEED_RENDEZVOUS"))
+        return &boot_tcp_ops;
+    if (env_set("PMIX_RANK"))
+        return &boot_pmix_ops;
+    /* an srun step (the batch script itself has SLURM_PROCID but no step id) */
+    if (env_set("SLURM_PROCID") && env_set("SLURM_STEP_ID") &&
+        (env_set("SLURM_STEP_NUM_TASKS") || env_set("SLURM_NTASKS")))
+        return &boot_slurm_ops;
+    return &boot_single_ops;
 }
 
 /* ---- placement ---------------------------------------------------------------------- */

@@ -8,7 +8,16 @@
  *     local jobs; under Slurm (later issue) rank 0 hosts it. Every connection must present
  *     the job key (DEED_JOB_KEY); a wrong key is refused with a clear message on both sides.
  *   - "single": a one-rank job with no launcher (nranks = 1, all-gather copies).
- * Later: "pmix" (Slurm steps), "mpi" (deed_init_mpi).
+ *   - "slurm" (boot_slurm.c): a step started by srun without PMIx: rank = SLURM_PROCID,
+ *     nranks = SLURM_STEP_NUM_TASKS (or SLURM_NTASKS); rank 0 hosts the rendezvous server in
+ *     a thread on port DEED_SLURM_PORT (default derived from SLURM_JOB_ID and SLURM_STEP_ID)
+ *     of the first host of SLURM_STEP_NODELIST, and every rank is a "tcp" client of it.
+ *     DEED_JOB_KEY is required (the sbatch script generates it).
+ *   - "pmix" (boot_slurm.c): a process started by a PMIx server (srun --mpi=pmix, mpirun):
+ *     PMIx_Put/Commit/Fence/Get; libpmix is loaded at run time (dlopen), so libdeed does not
+ *     link it. Falls back to "slurm" when libpmix cannot be loaded.
+ *   - "mpi" (lib/mpi, libdeed_mpi): MPI collectives on the communicator given to
+ *     deed_init_mpi; registered at run time with boot_register.
  *
  * Environment set by the launcher (deedrun): DEED_RANK, DEED_NRANKS, DEED_JOB_KEY (hex, 32
  * digits), DEED_RENDEZVOUS (host:port of the server), DEED_LOCAL_RANK, DEED_LOCAL_NRANKS.
@@ -51,12 +60,41 @@ struct boot_ops {
     void (*fini)(struct boot *b);
 };
 
-/* Choose from the environment: DEED_RENDEZVOUS set -> "tcp", else "single". */
+/* Choose from the environment: DEED_BOOTSTRAP names one (single, tcp, slurm, pmix or a
+ * registered one) -> that; else DEED_RENDEZVOUS set -> "tcp"; else PMIX_RANK set -> "pmix";
+ * else an srun step (SLURM_PROCID, SLURM_STEP_ID and SLURM_STEP_NUM_TASKS or SLURM_NTASKS)
+ * -> "slurm"; else "single". */
 const struct boot_ops *boot_select(void);
+/* The built-in implementations (single, tcp, slurm) and the registered ones, by name. "pmix"
+ * is reached through boot_select only (DEED_BOOTSTRAP=pmix or PMIX_RANK). */
 const struct boot_ops *boot_find(const char *name);
+/* Make an implementation that lives outside the core (libdeed_mpi's "mpi") known to
+ * boot_find and boot_select. Idempotent; replaces a registered one of the same name.
+ * Returns DEED_OK, DEED_ERR_INVALID_ARG (NULL, no name, a built-in name, size mismatch) or
+ * DEED_ERR_TOO_MANY (more than 8). Exported from libdeed for libdeed_mpi only: not public API. */
+__attribute__((visibility("default"))) int deed__boot_register(const struct boot_ops *ops);
+#define boot_register deed__boot_register
 
 extern const struct boot_ops boot_single_ops;
 extern const struct boot_ops boot_tcp_ops;
+extern const struct boot_ops boot_slurm_ops;
+extern const struct boot_ops boot_pmix_ops;
+
+/* The "tcp" client proper: connect to the rendezvous at addr ("host:port"; origin says where
+ * the address came from, for messages, e.g. "DEED_RENDEZVOUS"), present the job key keys (32
+ * hex digits, DEED_JOB_KEY) as rank of nranks, wait for the welcome. Every wait is bounded by
+ * timeout_ms (0 = boot_default_timeout_ms()). *b gets a handle with boot_tcp_ops. */
+int boot_tcp_client(const char *addr, const char *origin, const char *keys, uint32_t rank,
+                    uint32_t nranks, uint32_t timeout_ms, struct boot **b);
+
+/* The first host name of a Slurm hostlist ("node[01-04,07],gpu3" -> "node01"; each bracket
+ * group gives its first value, zero padding kept). Returns 0, or -1 if the list is empty,
+ * malformed or the name does not fit in len bytes. */
+int boot_slurm_first_host(const char *list, char *out, size_t len);
+/* The rendezvous port of a Slurm step: DEED_SLURM_PORT if set (1..65535), else
+ * 20000 + (jobid * 16 + stepid) % 20000. Returns 0 or -1 (bad DEED_SLURM_PORT, no job id). */
+int boot_slurm_port(const char *port_env, const char *jobid, const char *stepid,
+                    uint16_t *port);
 
 /* The timeout init uses when given 0: DEED_BOOT_TIMEOUT (seconds) or 30 s. A malformed
  * value is logged and the default is used. */

@@ -34,6 +34,15 @@ DEED_PACKAGES=(
     rdma-core
     # memory checking
     valgrind
+    # Slurm test cluster (slurm/cluster.sh) and the Slurm / PMIx / MPI bootstraps
+    # (tests/slurm/run.sh): slurmctld + slurmd + srun/sbatch, OpenMPI (libdeed_mpi, mpirun),
+    # PMIx headers (build-time check of the "pmix" bootstrap)
+    slurmctld
+    slurmd
+    slurm-client
+    openmpi-bin
+    libopenmpi-dev
+    libpmix-dev
 )
 
 # The options every normal build directory (build/) is configured with; tools/demo.sh and

@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # tools/test.sh — the whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
-# usage: tools/test.sh [--no-asan] [--no-install] [--] [meson test arguments...]
+# usage: tools/test.sh [--no-asan] [--no-install] [--no-slurm] [--] [meson test arguments...]
 #
 #   1. installs missing Debian packages (tools/deps.sh; silent when nothing is missing);
 #   2. build/       (debugoptimized, -Dwerror=true): configure, compile, meson test;
 #   3. build-asan/  (AddressSanitizer + UndefinedBehaviorSanitizer, leak checking on, smaller
 #                   stress test): configure, compile, meson test again;
 #   4. tests/install/run.sh: install build/ into a temporary prefix and build and run a
-#      program against it through pkg-config.
+#      program against it through pkg-config;
+#   5. slurm: slurm/cluster.sh start (a local one-host Slurm cluster; root only), then
+#      tests/slurm/run.sh build/ (sbatch, srun with the TCP and PMIx bootstraps, failure
+#      cases, mpirun of the MPI example), then slurm/cluster.sh stop (unless it was running
+#      before).
 #
 # Every stage runs even when an earlier one failed (the install test needs build/ to
 # compile). The script ends with a summary and exits non-zero if anything failed.
@@ -29,15 +33,17 @@ cd "$root" || exit 1
 
 usage()
 {
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 run_asan=1
 run_install=1
+run_slurm=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --no-asan) run_asan=0 ;;
     --no-install) run_install=0 ;;
+    --no-slurm) run_slurm=0 ;;
     -h | --help)
         usage
         exit 0
@@ -199,6 +205,46 @@ else
     else
         record install FAIL "see the output above" $((SECONDS - t))
         total_fail=$((total_fail + 1))
+    fi
+fi
+
+if [ "$run_slurm" = 0 ]; then
+    record slurm SKIP "--no-slurm" 0
+elif [ "$build_ok" = 0 ]; then
+    record slurm SKIP "$build/ did not build" 0
+elif [ "$(id -u)" -ne 0 ]; then
+    record slurm SKIP "not root (slurm/cluster.sh runs the daemons as root)" 0
+else
+    banner "slurm: slurm/cluster.sh start; tests/slurm/run.sh $build; slurm/cluster.sh stop"
+    t=$SECONDS
+    was_up=0
+    if slurm/cluster.sh status >/dev/null 2>&1; then
+        was_up=1
+    fi
+    if ! slurm/cluster.sh start; then
+        record slurm FAIL "slurm/cluster.sh start failed" $((SECONDS - t))
+        total_fail=$((total_fail + 1))
+    else
+        slurm_log=$(mktemp)
+        tests/slurm/run.sh "$build" 2>&1 | tee "$slurm_log"
+        rc=${PIPESTATUS[0]}
+        read -r p f s < <(sed -n 's/^slurm tests: \([0-9]*\) passed, \([0-9]*\) failed, \([0-9]*\) skipped$/\1 \2 \3/p' "$slurm_log")
+        rm -f "$slurm_log"
+        p=${p:-0} f=${f:-0} s=${s:-0}
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+            f=1 # the script itself failed
+        fi
+        total_pass=$((total_pass + p))
+        total_fail=$((total_fail + f))
+        total_skip=$((total_skip + s))
+        if [ "$was_up" = 0 ]; then
+            slurm/cluster.sh stop
+        fi
+        if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then
+            record slurm FAIL "$p passed, $f failed, $s skipped (tests/slurm/run.sh)" $((SECONDS - t))
+        else
+            record slurm PASS "$p passed, $f failed, $s skipped (tests/slurm/run.sh)" $((SECONDS - t))
+        fi
     fi
 fi
 
