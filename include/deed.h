@@ -107,6 +107,10 @@ typedef enum deed_log_level {
  * | stack_size    | DEED_STACK_SIZE     | 64K..1G                              | 8M               |
  * | log_level     | DEED_LOG            | error, warn, info, debug             | warn             |
  * | transport     | DEED_TRANSPORT      | auto, local, ucx (as built)          | auto             |
+ * | heartbeat_ms  | DEED_HEARTBEAT_MS   | 10..60000                            | 200              |
+ * | heartbeat_timeout_ms | DEED_HEARTBEAT_TIMEOUT_MS | 0 (off), 100..3600000 | 30000        |
+ * | max_retries   | DEED_MAX_RETRIES    | 0..1000 (re-runs after a rank died)  | 3                |
+ * | lineage_max   | DEED_LINEAGE_MAX    | 0 (no lineage)..1T, suffix K/M/G/T   | 256M             |
  */
 typedef struct deed_config {
     uint32_t size;          /**< sizeof(deed_config_t); set by deed_config_default() */
@@ -120,6 +124,11 @@ typedef struct deed_config {
     int pin_workers;        /**< pin each worker to one core of the rank's cpuset (hwloc) */
     deed_log_level_t log_level; /**< messages at or below this level go to stderr */
     char transport[32];     /**< transport name; "auto": local for one rank, ucx for more */
+    uint32_t heartbeat_ms;  /**< multi-rank: heartbeat period to and from rank 0 */
+    uint32_t heartbeat_timeout_ms; /**< silence after which a rank is suspected; 0 = off */
+    uint32_t max_retries;   /**< default re-runs of a task whose executor died */
+    uint32_t pad_;
+    uint64_t lineage_max;   /**< bytes of task specs kept to re-create lost objects */
 } deed_config_t;
 
 /**
@@ -439,7 +448,10 @@ DEED_API deed_status_t deed_wait(deed_ctx_t *ctx, const deed_ref_t *refs, uint32
 
 /** Per-rank counters. A snapshot taken by the event loop, so the figures are consistent. */
 typedef struct deed_stats {
-    uint32_t size;             /**< sizeof(deed_stats_t), set by the caller (or 0) */
+    uint32_t size;             /**< set by the caller to sizeof(deed_stats_t) as it was built
+                                    against: the runtime fills only that many bytes, so a
+                                    program built against an older, shorter deed_stats_t
+                                    stays safe (0 = this header's size) */
     uint32_t rank;
     uint64_t tasks_submitted;  /**< tasks submitted by this rank */
     uint64_t tasks_run;        /**< task bodies run on this rank */
@@ -467,6 +479,12 @@ typedef struct deed_stats {
     uint32_t leases_granted;   /**< leases of this rank's workers held by owners now */
     uint64_t leases_requested; /**< leases this rank asked for (incl. spilled requests) */
     uint64_t leases_spilled;   /**< requests this rank's scheduler spilled to another rank */
+    uint64_t tasks_retried;    /**< tasks re-submitted because their executor died */
+    uint64_t reconstructions;  /**< lost objects re-created by re-running their task */
+    uint64_t lineage_bytes;    /**< memory held by lineage (task specs kept) */
+    uint64_t lineage_evictions;/**< lineage dropped to stay under DEED_LINEAGE_MAX */
+    uint32_t ranks_dead;       /**< ranks declared dead so far */
+    uint32_t pad2_;
 } deed_stats_t;
 
 /**

@@ -8,6 +8,7 @@
  * it, so the loop never touches a request after its caller returned. A task body that
  * blocks gives its worker slot away for the duration (sched_block).
  */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -173,12 +174,13 @@ void req_on_get(struct rt *rt, struct req *r)
         r->status = DEED_ERR_TIMEOUT;
         completion_signal(&r->done);
     } else {
-        if (row->owner != rt->rank || row->state == OBJ_READY)
-            remote_fetch(rt, row);
         r->w.kind = W_GET;
         wlist_add(&row->waiters, &r->w);
         r->row = row;
         r->registered = 1;
+        /* after linking: a pull may complete inside this call (shared memory) */
+        if (row->owner != rt->rank || row->state == OBJ_READY)
+            remote_fetch(rt, row);
         struct task *t = row->creator;
         /* only a wait without deadline may run the producer: its body could outlast one */
         if (t && r->timeout_us < 0 && t->queued &&
@@ -627,15 +629,22 @@ DEED_API deed_status_t deed_ref_release(deed_ctx_t *ctx, deed_ref_t ref)
 DEED_API deed_status_t deed_stats(deed_ctx_t *ctx, deed_stats_t *stats)
 {
     RT_OR_RETURN(ctx, rt);
-    if (stats == NULL || (stats->size != 0 && stats->size != sizeof(*stats))) {
-        log_error("deed_stats: stats is NULL or stats->size is not sizeof(deed_stats_t)");
+    uint32_t want = stats ? stats->size : 0;
+    if (want == 0)
+        want = sizeof(*stats);
+    if (stats == NULL || want < offsetof(deed_stats_t, misuse) || want > sizeof(*stats)) {
+        log_error("deed_stats: stats is NULL or stats->size (%u) is not the size of a "
+                  "deed_stats_t (this library's is %zu)",
+                  stats ? stats->size : 0, sizeof(*stats));
         return DEED_ERR_INVALID_ARG;
     }
-    memset(stats, 0, sizeof(*stats));
-    stats->size = sizeof(*stats);
+    deed_stats_t full;
+    memset(&full, 0, sizeof(full));
     struct req r;
     req_init(&r, MSG_STATS);
-    r.stats = stats;
+    r.stats = &full;
     req_call(rt, &r, -1);
+    full.size = want;
+    memcpy(stats, &full, want); /* only the caller's (possibly older) struct */
     return r.status;
 }

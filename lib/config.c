@@ -32,6 +32,10 @@ DEED_API deed_status_t deed_config_default(deed_config_t *cfg)
     cfg->pin_workers = 1;
     cfg->log_level = DEED_LOG_WARN;
     strcpy(cfg->transport, "auto");
+    cfg->heartbeat_ms = 200;
+    cfg->heartbeat_timeout_ms = 30000;
+    cfg->max_retries = 3;
+    cfg->lineage_max = 256ull << 20;
     return DEED_OK;
 }
 
@@ -104,11 +108,23 @@ deed_status_t config_validate(const deed_config_t *c)
         range_u64("inline_max (DEED_INLINE_MAX)", c->inline_max, 0, MAX_INLINE,
                   "0 (auto) or 1-1M, e.g. 64K") ||
         range_u64("stack_size (DEED_STACK_SIZE)", c->stack_size, 64 << 10, 1ull << 30,
-                  "64K-1G"))
+                  "64K-1G") ||
+        range_u64("heartbeat_ms (DEED_HEARTBEAT_MS)", c->heartbeat_ms, 10, 60000, "10-60000") ||
+        range_u64("max_retries (DEED_MAX_RETRIES)", c->max_retries, 0, 1000, "0-1000") ||
+        range_u64("lineage_max (DEED_LINEAGE_MAX)", c->lineage_max, 0, MAX_STORE,
+                  "0 (no lineage) or up to 1T, e.g. 256M"))
         return DEED_ERR_CONFIG;
     if (c->num_workers && c->max_threads < c->num_workers) {
         log_error("max_threads (DEED_MAX_THREADS) %u is below num_workers %u", c->max_threads,
                   c->num_workers);
+        return DEED_ERR_CONFIG;
+    }
+    if (c->heartbeat_timeout_ms != 0 &&
+        (c->heartbeat_timeout_ms < 100 || c->heartbeat_timeout_ms > 3600000 ||
+         c->heartbeat_timeout_ms < 2 * c->heartbeat_ms)) {
+        log_error("heartbeat_timeout_ms (DEED_HEARTBEAT_TIMEOUT_MS): %u; allowed: 0 (off) or "
+                  "100-3600000 and at least twice heartbeat_ms (%u)",
+                  c->heartbeat_timeout_ms, c->heartbeat_ms);
         return DEED_ERR_CONFIG;
     }
     if (c->pin_workers != 0 && c->pin_workers != 1) {
@@ -180,6 +196,12 @@ DEED_API deed_status_t deed_config_from_env(deed_config_t *cfg)
               "1M-1T with suffix K/M/G/T, e.g. 256M or 4G", 1);
     ENV_FIELD("DEED_INLINE_MAX", inline_max, 0, MAX_INLINE, "0 (auto) or 1-1M with suffix K/M, e.g. 64K", 1);
     ENV_FIELD("DEED_STACK_SIZE", stack_size, 64 << 10, 1ull << 30, "64K-1G, e.g. 8M", 1);
+    ENV_FIELD("DEED_HEARTBEAT_MS", heartbeat_ms, 10, 60000, "10-60000 (milliseconds)", 0);
+    ENV_FIELD("DEED_HEARTBEAT_TIMEOUT_MS", heartbeat_timeout_ms, 0, 3600000,
+              "0 (off) or 100-3600000 (milliseconds)", 0);
+    ENV_FIELD("DEED_MAX_RETRIES", max_retries, 0, 1000, "0-1000", 0);
+    ENV_FIELD("DEED_LINEAGE_MAX", lineage_max, 0, MAX_STORE, "0 (no lineage) up to 1T, e.g. 256M",
+              1);
 #undef ENV_FIELD
     if ((s = getenv("DEED_PIN")) != NULL && config_parse_bool(s, &c.pin_workers) != 0) {
         log_error("DEED_PIN='%s' is invalid; allowed: 0/1, yes/no, true/false, on/off", s);

@@ -102,7 +102,7 @@ static void on_peer_failure(void *arg, uint32_t rank)
         if (atomic_load(&rt->finalizing))
             log_debug("rank %u closed its connection (job finalizing)", rank);
         else
-            log_error("rank %u is unreachable (transport reported a peer failure)", rank);
+            member_suspect_async(rt, rank);
     }
 }
 
@@ -133,6 +133,37 @@ static deed_status_t join_job(struct rt *rt)
     free(lens);
     if (rc != DEED_OK)
         return rc;
+    /* process ids and hosts: same-host peers are watched through pidfds */
+    struct {
+        uint64_t host;
+        uint32_t pid, pad;
+    } me = {0, (uint32_t)getpid(), 0};
+    char hn[256] = "";
+    gethostname(hn, sizeof(hn) - 1);
+    me.host = 0xcbf29ce484222325ull;
+    for (const char *c = hn; *c; c++)
+        me.host = (me.host ^ (unsigned char)*c) * 0x100000001b3ull;
+    if ((rc = rt->boot->ops->allgatherv(rt->boot, &me, sizeof(me), &all, &lens)) != DEED_OK)
+        return DEED_ERR_BOOTSTRAP;
+    {
+        uint32_t *pids = calloc(rt->nranks, sizeof(*pids));
+        uint64_t *hosts = calloc(rt->nranks, sizeof(*hosts));
+        const char *q = all;
+        for (uint32_t r = 0; pids && hosts && r < rt->nranks; r++) {
+            if (lens[r] == sizeof(me)) {
+                memcpy(&hosts[r], q, 8);
+                memcpy(&pids[r], q + 8, 4);
+            }
+            q += lens[r];
+        }
+        rc = (pids && hosts) ? member_init(rt, pids, hosts) : DEED_ERR_NO_MEMORY;
+        free(pids);
+        free(hosts);
+        free(all);
+        free(lens);
+        if (rc != DEED_OK)
+            return rc;
+    }
     uint64_t mine[2] = {registry_count(), registry_digest()};
     if ((rc = rt->boot->ops->allgatherv(rt->boot, mine, sizeof(mine), &all, &lens)) != DEED_OK)
         return DEED_ERR_BOOTSTRAP;
@@ -162,6 +193,7 @@ static void rt_destroy(struct rt *rt)
     if (rt->tp)
         rt->tp_ops->fini(rt->tp);
     net_fini(rt);
+    member_fini(rt);
     if (rt->boot)
         rt->boot->ops->fini(rt->boot);
     if (rt->topo_ok)
@@ -242,6 +274,12 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
     }
     rt->lease_depth = 32;
     rt->lease_idle_us = 2000;
+    rt->heartbeat_ms = cfg.heartbeat_ms;
+    rt->heartbeat_timeout_ms = cfg.heartbeat_timeout_ms;
+    rt->default_retries = (int32_t)cfg.max_retries;
+    rt->lineage_max = cfg.lineage_max;
+    const char *fk = getenv("DEED_FAULT_KILL_AFTER_TASKS");
+    rt->fault_kill_after = fk ? strtoull(fk, NULL, 10) : 0;
     if (rt->nranks > 1 && ((rc = net_init(rt)) != DEED_OK || (rc = remote_init(rt)) != DEED_OK ||
                            (rc = lease_init(rt)) != DEED_OK))
         goto err;
@@ -336,11 +374,19 @@ DEED_API deed_status_t deed_finalize(deed_ctx_t *ctx)
     completion_wait(&q.done, 1, 0, rt->spin_ns);
     if (rt->nranks > 1) {
         /* every rank's own tasks are done: nobody submits any more; the loop thread keeps
-         * serving peers until everyone got here, then once more for trailing messages */
-        if (rt->boot->ops->barrier(rt->boot) != DEED_OK ||
-            rt->boot->ops->barrier(rt->boot) != DEED_OK)
-            log_warn("deed_finalize: the finalize barrier failed (a rank died?)");
-        atomic_store(&rt->finalizing, 1); /* peers closing their connections is expected */
+         * serving peers until every live rank got here (a barrier over the transport, run
+         * by rank 0's membership: no timeout, and dead ranks do not hold it up), then once
+         * more for trailing messages */
+        for (uint32_t round = 1; round <= 2; round++) {
+            struct req f;
+            memset(&f, 0, sizeof(f));
+            completion_init(&f.done);
+            f.h.type = MSG_FIN;
+            f.n = round;
+            loop_post(rt, &f.h);
+            completion_wait(&f.done, 1, 0, rt->spin_ns);
+            atomic_store(&rt->finalizing, 1); /* peers leaving from now on is expected */
+        }
     }
     /* 2. no more calls */
     int expected = SLOT_RUNNING;

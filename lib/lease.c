@@ -58,6 +58,7 @@ struct leases {
     uint64_t last_scan;
     uint32_t held;             /* owner side: leases held */
     uint64_t requested, spilled;
+    uint32_t *granted_to;      /* scheduler side: leases held per owner rank */
 };
 
 static uint32_t depth_of(struct rt *rt)
@@ -71,6 +72,11 @@ int lease_init(struct rt *rt)
     if (L == NULL)
         return DEED_ERR_NO_MEMORY;
     L->idle_ns = (uint64_t)rt->lease_idle_us * 1000ull;
+    L->granted_to = calloc(rt->nranks, sizeof(*L->granted_to));
+    if (L->granted_to == NULL) {
+        free(L);
+        return DEED_ERR_NO_MEMORY;
+    }
     rt->leases = L;
     return DEED_OK;
 }
@@ -92,6 +98,7 @@ void lease_fini(struct rt *rt)
             free(q);
         }
     }
+    free(L->granted_to);
     free(L);
     rt->leases = NULL;
 }
@@ -147,8 +154,8 @@ static int sched_decide(struct rt *rt, uint32_t owner, uint8_t flags, uint32_t *
         }
     }
     L->granted++;
+    L->granted_to[owner]++;
     *id = ++L->next_id;
-    (void)owner;
     return 1;
 }
 
@@ -184,6 +191,8 @@ static int on_lease_return(struct rt *rt, uint32_t src, struct rbuf *r)
     (void)id;
     if (rt->leases->granted)
         rt->leases->granted--;
+    if (rt->leases->granted_to[src])
+        rt->leases->granted_to[src]--;
     return 0;
 }
 
@@ -293,6 +302,8 @@ static void return_lease(struct rt *rt, struct keyq *q, struct lease *l)
     if (l->rank == rt->rank) {
         if (rt->leases->granted)
             rt->leases->granted--;
+        if (rt->leases->granted_to[rt->rank])
+            rt->leases->granted_to[rt->rank]--;
     } else if (!rt->peers[l->rank].dead) {
         struct wbuf *w = net_msg(rt, l->rank, WT_LEASE_RETURN);
         wbuf_u32(w, l->id);
@@ -403,6 +414,33 @@ void lease_expire(struct rt *rt)
                     return_lease(rt, q, l);
             }
         }
+}
+
+/* Rank d died: leases on d are gone (their tasks are re-submitted by member_apply), and the
+ * leases of this rank that d held come back. */
+void lease_on_death(struct rt *rt, uint32_t d)
+{
+    struct leases *L = rt->leases;
+    if (L == NULL)
+        return;
+    for (int b = 0; b < KEY_BUCKETS; b++)
+        for (struct keyq *q = L->keys[b]; q; q = q->next) {
+            struct lease **pp = &q->leases;
+            while (*pp) {
+                struct lease *l = *pp;
+                if (l->rank == d) {
+                    *pp = l->next;
+                    L->held--;
+                    free(l);
+                } else {
+                    pp = &l->next;
+                }
+            }
+        }
+    if (L->granted_to) {
+        L->granted -= L->granted_to[d] < L->granted ? L->granted_to[d] : L->granted;
+        L->granted_to[d] = 0;
+    }
 }
 
 int lease_dispatch_msg(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body)

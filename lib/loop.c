@@ -63,6 +63,7 @@ static void combine(struct rt *rt)
                 n++;
             remote_poll(rt);
             lease_expire(rt);
+            member_poll(rt);
             sched_flush(rt);
             net_flush(rt); /* one batch per destination per pass */
         }
@@ -181,6 +182,12 @@ static void on_stats(struct rt *rt, struct req *r)
     s->batches_sent = rt->st.batches_sent;
     s->msgs_dropped = rt->st.msgs_dropped;
     lease_stats(rt, s);
+    s->tasks_retried = rt->st.retries;
+    s->reconstructions = rt->st.reconstructions;
+    s->lineage_bytes = rt->lineage_bytes;
+    s->lineage_evictions = rt->st.lineage_evictions;
+    for (uint32_t k = 0; rt->nranks > 1 && k < rt->nranks; k++)
+        s->ranks_dead += (uint32_t)member_is_dead(rt, k);
     r->status = DEED_OK;
     completion_signal(&r->done);
 }
@@ -220,6 +227,9 @@ static void dispatch(struct rt *rt, struct msg *m)
         break;
     case MSG_STATS:
         on_stats(rt, (struct req *)m);
+        break;
+    case MSG_FIN:
+        member_fin_enter(rt, (struct req *)m);
         break;
     case MSG_QUIESCE: {
         struct req *r = (struct req *)m;
@@ -322,6 +332,14 @@ int loop_start(struct rt *rt)
     if (tfd >= 0) {
         ev.data.fd = tfd;
         epoll_ctl(rt->epfd, EPOLL_CTL_ADD, tfd, &ev);
+    }
+    /* same-host peers' pidfds: a death wakes the loop at once */
+    for (uint32_t r = 0; r < rt->nranks; r++) {
+        int pfd = member_pidfd(rt, r);
+        if (pfd >= 0) {
+            ev.data.fd = pfd;
+            epoll_ctl(rt->epfd, EPOLL_CTL_ADD, pfd, &ev);
+        }
     }
     int e = pthread_create(&rt->loop_thread, NULL, loop_main, rt);
     if (e != 0) {

@@ -72,6 +72,7 @@ void net_flush(struct rt *rt)
         } else {
             struct iovec iov = {p->out.data, p->out.len};
             int rc = rt->tp_ops->am_send(rt->tp, dst, &iov, 1);
+            member_sent(rt, dst);
             if (rc != DEED_OK)
                 log_warn("net: sending %u messages to rank %u failed: %s", p->out.count, dst,
                          deed_strerror(rc));
@@ -108,6 +109,7 @@ void net_on_am(void *arg, uint32_t src, const void *data, size_t len)
     }
     p->load_queued = h.load_queued;
     p->load_free = h.load_free;
+    member_heard(rt, src);
     unsigned seen = 0;
     while ((rc = wire_batch_next(&r, &type, &body)) == 1) {
         seen++;

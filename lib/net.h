@@ -33,6 +33,11 @@ enum wire_type {
     WT_LEASE_GRANT,    /* scheduler -> owner: granted */
     WT_LEASE_SPILL,    /* scheduler -> owner: ask that rank instead */
     WT_LEASE_RETURN,   /* owner -> scheduler: idle lease given back */
+    WT_MEMBER_SUSPECT, /* rank -> rank 0: this rank looks dead to me */
+    WT_MEMBER_DEAD,    /* rank 0 -> all: this rank is dead (epoch) */
+    WT_HEARTBEAT,      /* rank <-> rank 0: still here */
+    WT_FIN_ENTER,      /* rank -> rank 0: this rank reached finalize round n */
+    WT_FIN_GO,         /* rank 0 -> all: every live rank reached round n */
     WT_TYPE_MAX
 };
 

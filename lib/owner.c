@@ -42,8 +42,13 @@ void err_unref(struct err *e)
         free(e);
 }
 
+/* Stamps waiters linked while a wake runs on this thread, so the wake does not pick up a
+ * waiter that re-linked itself (a task that now needs the bytes pulled). */
+static __thread uint32_t wake_stamp;
+
 void wlist_add(struct wlist *l, struct waiter *w)
 {
+    w->stamp = wake_stamp;
     w->prev = NULL;
     w->next = l->head;
     if (l->head)
@@ -104,8 +109,16 @@ void owner_wake(struct rt *rt, struct obj *o)
     int need_fetch = 0;
     if (o->state == OBJ_PENDING)
         return;
+    uint32_t outer = wake_stamp;
+again:;
+    uint32_t stamp = ++wake_stamp ? wake_stamp : ++wake_stamp;
     while ((w = o->waiters.head) != NULL) {
         wlist_del(&o->waiters, w);
+        if (w->stamp == stamp) { /* linked during this wake: leave it for the next */
+            wlist_add(&keep, w);
+            w->stamp = stamp;
+            continue;
+        }
         switch (w->kind) {
         case W_TASKDEP:
             task_dep_ready(rt, (struct task_dep *)w, o);
@@ -126,9 +139,17 @@ void owner_wake(struct rt *rt, struct obj *o)
             break;
         }
     }
+    wake_stamp = outer; /* nodes re-added below are not "new" for an enclosing wake */
+    int kept = keep.head != NULL;
     while ((w = keep.head) != NULL) {
         wlist_del(&keep, w);
         wlist_add(&o->waiters, w);
+    }
+    /* the bytes may have arrived while those waited aside (a pull completing inside this
+     * wake): then nothing would wake them again */
+    if (kept && row_has_bytes(o) && o->waiters.head) {
+        need_fetch = 0;
+        goto again;
     }
     if (need_fetch)
         remote_fetch(rt, o);
@@ -168,9 +189,19 @@ static int unreachable(struct rt *rt, struct obj *o)
     return rt->nranks == 1 || !remote_row_hold(rt, o);
 }
 
+static void lineage_release(struct rt *rt, struct task *t, int in_destroy);
+
 static void row_destroy(struct rt *rt, struct obj *o)
 {
     objtab_remove(&rt->objs, o);
+    if (o->lineage) {
+        struct task *t = o->lineage;
+        o->lineage = NULL;
+        if (o->id.index < t->nrets && t->retrows[o->id.index] == o)
+            t->retrows[o->id.index] = NULL;
+        if (--t->lineage_refs == 0 && !t->finishing)
+            lineage_release(rt, t, 1);
+    }
     if (rt->nranks > 1)
         remote_row_freed(rt, o);
     if (o->where == WHERE_INLINE) {
@@ -221,6 +252,8 @@ void owner_free_all(struct rt *rt)
 {
     uint64_t i = 0, n = 0;
     struct obj *o;
+    if (rt->objs.slots == NULL)
+        return; /* deed_init failed before the table existed */
     struct obj **all = malloc(sizeof(*all) * (rt->objs.count + 1));
     if (all == NULL)
         return;
@@ -238,4 +271,144 @@ void owner_free_all(struct rt *rt)
     }
     free(all);
     objtab_fini(&rt->objs);
+}
+
+/* ---- lineage ------------------------------------------------------------------------------
+ *
+ * A finished task whose returns live in other ranks' stores is kept (with counts on its
+ * arguments) while any of those returns is alive, so that a return whose every copy died
+ * can be re-created by running the task again (same ids, same objects). Lineage memory is
+ * bounded by DEED_LINEAGE_MAX: beyond it the oldest lineage is dropped and a later loss of
+ * its objects says so. Objects made by put have no lineage: they are lost only with their
+ * owner (they live in its memory).
+ */
+static void fifo_unlink(struct rt *rt, struct task *t)
+{
+    if (t->lprev)
+        t->lprev->lnext = t->lnext;
+    else if (rt->lineage_head == t)
+        rt->lineage_head = t->lnext;
+    if (t->lnext)
+        t->lnext->lprev = t->lprev;
+    else if (rt->lineage_tail == t)
+        rt->lineage_tail = t->lprev;
+    t->lprev = t->lnext = NULL;
+}
+
+static void lineage_release(struct rt *rt, struct task *t, int in_destroy)
+{
+    fifo_unlink(rt, t);
+    rt->lineage_bytes -= t->lineage_bytes;
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct obj *row = t->deps[i].row;
+        if (row == NULL)
+            continue;
+        t->deps[i].row = NULL;
+        row->submitted--;
+        if (!in_destroy) {
+            owner_maybe_free(rt, row);
+        } else if (unreachable(rt, row)) {
+            if (rt->freelist_len == rt->freelist_cap) {
+                uint32_t ncap = rt->freelist_cap ? rt->freelist_cap * 2 : 64;
+                struct obj **nl = realloc(rt->freelist, ncap * sizeof(*nl));
+                if (nl == NULL)
+                    continue; /* leaked, never freed early */
+                rt->freelist = nl;
+                rt->freelist_cap = ncap;
+            }
+            rt->freelist[rt->freelist_len++] = row;
+        }
+    }
+    for (uint32_t i = 0; i < t->nrets; i++)
+        if (t->retrows[i] && t->retrows[i]->lineage == t)
+            t->retrows[i]->lineage = NULL;
+    task_free(t);
+}
+
+void lineage_keep(struct rt *rt, struct task *t)
+{
+    for (uint32_t i = 0; i < t->nrets; i++)
+        if (t->retrows[i]) {
+            t->retrows[i]->lineage = t;
+            t->lineage_refs++;
+        }
+}
+
+void lineage_done(struct rt *rt, struct task *t)
+{
+    t->finishing = 0;
+    t->rerun = 0;
+    if (t->lineage_refs == 0) {
+        lineage_release(rt, t, 0);
+        return;
+    }
+    if (t->lineage_bytes == 0) { /* newly kept */
+        t->lineage_bytes = sizeof(*t) + t->nargs * (sizeof(deed_arg_t) + 64) + 64;
+        rt->lineage_bytes += t->lineage_bytes;
+        t->lnext = NULL;
+        t->lprev = rt->lineage_tail;
+        if (rt->lineage_tail)
+            rt->lineage_tail->lnext = t;
+        else
+            rt->lineage_head = t;
+        rt->lineage_tail = t;
+    }
+    while (rt->lineage_bytes > rt->lineage_max && rt->lineage_head &&
+           rt->lineage_head != t) {
+        struct task *old = rt->lineage_head;
+        for (uint32_t i = 0; i < old->nrets; i++)
+            if (old->retrows[i]) {
+                old->retrows[i]->lineage = NULL;
+                old->retrows[i]->lineage_evicted = 1;
+                old->retrows[i] = NULL;
+            }
+        old->lineage_refs = 0;
+        rt->st.lineage_evictions++;
+        lineage_release(rt, old, 0);
+    }
+}
+
+void owner_reconstruct(struct rt *rt, struct obj *o, uint32_t dead)
+{
+    struct task *t = o->lineage;
+    if (t == NULL) {
+        const char *why = o->lineage_evicted
+                              ? "its lineage was evicted (raise DEED_LINEAGE_MAX)"
+                              : "it has no lineage to re-create it";
+        if (dead == UINT32_MAX)
+            owner_set_error(rt, o, err_new(DEED_ERR_OBJECT_LOST, 0,
+                                           "object lost: its copies died with their ranks, "
+                                           "and %s",
+                                           why));
+        else
+            owner_set_error(rt, o, err_new(DEED_ERR_OBJECT_LOST, 0,
+                                           "object lost: its only copy was on rank %u, which "
+                                           "died, and %s",
+                                           dead, why));
+        return;
+    }
+    for (uint32_t i = 0; i < t->nrets; i++) {
+        struct obj *r = t->retrows[i];
+        if (r && (r == o || row_lost(r, rt->rank))) {
+            r->state = OBJ_PENDING;
+            r->where = WHERE_NONE;
+            r->creating = 1;
+            r->creator = t;
+        }
+    }
+    if (t->rerun)
+        return; /* already running again */
+    const char *name = deed_task_name(t->fid);
+    log_info("re-creating a lost object by re-running task '%s' (its copy died with rank %u)",
+             name ? name : "?", dead);
+    t->rerun = 1;
+    t->err = NULL;
+    memset(t->rets, 0, t->nrets * sizeof(*t->rets));
+    t->placed = 0;
+    t->lease = NULL;
+    t->state = TASK_WAITING;
+    t->retries_used = 0;
+    rt->st.pending++;
+    rt->st.reconstructions++;
+    task_resolve_deps(rt, t);
 }

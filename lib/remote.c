@@ -281,7 +281,7 @@ static deed_ref_t *read_refs_from(struct rt *rt, struct rbuf *r, uint32_t *n_out
     return refs;
 }
 
-static void drop_contained(struct rt *rt, const deed_ref_t *refs, uint32_t n)
+void remote_drop_contained(struct rt *rt, const deed_ref_t *refs, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {
         struct obj *o = owner_find(rt, refs[i]);
@@ -649,11 +649,24 @@ void remote_task_done(struct rt *rt, struct task *t)
             struct loc l;
             if (ret->where == WHERE_STORE && store_where(rt, ret->data, ret->size, &l) == 0) {
                 /* large return: stays here as the primary copy, pinned for the owner */
-                objid_t id = {t->id.hi, t->id.lo, i};
-                struct obj *copy = owner_create(rt, id);
-                if (copy) {
-                    copy->owner = dst;
+                deed_ref_t rref = {t->id.hi, t->id.lo, i, dst};
+                struct obj *copy = remote_borrow_row(rt, rref);
+                if (copy && row_has_bytes(copy) && copy->where == WHERE_STORE &&
+                    store_where(rt, copy->data, copy->size, &l) == 0) {
+                    /* this rank already holds it (an earlier run or a pull): keep that one */
+                    value_free(rt, ret->data, ret->where);
                     copy->copy_pinned = 1;
+                    wbuf_u8(w, RET_LOCATED);
+                    wbuf_u64(w, copy->size);
+                    wbuf_loc(w, &l);
+                    memset(ret, 0, sizeof(*ret));
+                    continue;
+                }
+                if (copy && copy->state != OBJ_ERROR && !copy->pulling) {
+                    copy->copy_pinned = 1;
+                    if (copy->where == WHERE_REMOTE) { /* known elsewhere: now here too */
+                        copy->state = OBJ_PENDING;
+                    }
                     owner_set_value(rt, copy, ret->data, ret->size, WHERE_STORE);
                     wbuf_u8(w, RET_LOCATED);
                     wbuf_u64(w, ret->size);
@@ -789,7 +802,7 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
         for (uint32_t i = 0; i < t->nrets; i++) {
             struct task_ret *ret = &t->rets[i];
             if (ret->refs_counted)
-                drop_contained(rt, ret->refs, ret->nrefs);
+                remote_drop_contained(rt, ret->refs, ret->nrefs);
             free(ret->refs);
             ret->refs = NULL;
             ret->nrefs = 0;
@@ -873,6 +886,8 @@ static int on_locate(struct rt *rt, uint32_t src, struct rbuf *r)
         net_msg_end(rt, src);
         return 0;
     }
+    if (row_lost(o, rt->rank))
+        owner_reconstruct(rt, o, UINT32_MAX);
     if (o->state == OBJ_PENDING) {
         struct rwaiter *rw = calloc(1, sizeof(*rw));
         if (rw == NULL)
@@ -896,6 +911,10 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
     if (o == NULL || o->owner == rt->rank)
         return 0; /* released meanwhile */
     o->locating = 0;
+    if (o->state != OBJ_PENDING) {
+        owner_maybe_free(rt, o); /* known meanwhile (e.g. produced here): nothing to learn */
+        return 0;
+    }
     if (kind == LOC_INLINE) {
         uint32_t n;
         const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
@@ -948,6 +967,118 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
     return 0;
 }
 
+/* A copy of o was on a dead rank. If another copy is known, pull that one; a borrower asks
+ * the owner again (it may know other copies); an owner with no copy left has lost it. */
+static void object_lost_or_refetch(struct rt *rt, struct obj *o, uint32_t dead)
+{
+    if (o->state != OBJ_READY || o->where != WHERE_REMOTE)
+        return;
+    if (o->nlocs > 0) {
+        if (o->waiters.head)
+            remote_fetch(rt, o);
+        return;
+    }
+    if (o->owner != rt->rank) {
+        o->state = OBJ_PENDING; /* ask the owner again when someone needs it */
+        if (o->waiters.head)
+            remote_fetch(rt, o);
+        return;
+    }
+    /* owned, no copy left: re-create it now if someone waits, else when next needed */
+    if (o->waiters.head)
+        owner_reconstruct(rt, o, dead);
+}
+
+void member_apply(struct rt *rt, uint32_t d)
+{
+    struct remote *re = rt->remote;
+    rt->peers[d].dead = 1; /* fencing: nothing from d is heard any more */
+    if (rt->member)
+        member_mark_dead(rt, d);
+    /* 1. tasks that were running on d: re-submit (same ids) or fail */
+    struct task *lost = NULL;
+    for (int b = 0; b < PENDING_BUCKETS; b++) {
+        struct task **pp = &re->pending[b];
+        while (*pp) {
+            struct task *t = *pp;
+            if (t->exec_rank == d) {
+                *pp = t->hnext;
+                t->hnext = lost;
+                lost = t;
+            } else {
+                pp = &t->hnext;
+            }
+        }
+    }
+    lease_on_death(rt, d);
+    while (lost) {
+        struct task *t = lost;
+        lost = t->hnext;
+        re->inflight[d]--;
+        t->lease = NULL;
+        int32_t limit = t->max_retries < 0 ? rt->default_retries : t->max_retries;
+        const char *name = deed_task_name(t->fid);
+        if (t->retries_used < limit) {
+            t->retries_used++;
+            rt->st.retries++;
+            log_info("task '%s' was running on rank %u, which died: re-submitting (retry %d "
+                     "of %d)",
+                     name ? name : "?", d, t->retries_used, limit);
+            task_retry(rt, t);
+        } else {
+            t->err = err_new(DEED_ERR_OBJECT_LOST, 0,
+                             "task '%s' lost: rank %u died while running it (%d retries "
+                             "allowed)",
+                             name ? name : "?", d, limit);
+            task_finish_remote(rt, t);
+        }
+    }
+    /* 2. rows: refs owned by d fail, copies on d go, d stops being a borrower */
+    uint64_t n = rt->objs.count, k = 0, i = 0;
+    struct obj **all = malloc((n + 1) * sizeof(*all)), *o;
+    if (all == NULL) {
+        log_error("member: out of memory repairing after rank %u died", d);
+        return;
+    }
+    while ((o = objtab_next(&rt->objs, &i)) != NULL && k < n)
+        all[k++] = o;
+    for (uint64_t j = 0; j < k; j++) {
+        o = all[j];
+        del_rank(o->ranks, &o->nranks, d);
+        if (o->owner == d) {
+            o->copy_pinned = 0;
+            o->owner_waits = 0;
+            o->expect_wait = 0;
+            o->locating = 0;
+            if (o->state != OBJ_ERROR) {
+                value_free(rt, o->data, o->where);
+                if (o->where == WHERE_INLINE) {
+                    rt->st.inline_objs--;
+                    rt->st.inline_bytes -= o->size;
+                } else if (o->where == WHERE_STORE) {
+                    rt->st.store_objs--;
+                }
+                o->data = NULL;
+                o->where = WHERE_NONE;
+                owner_set_error(rt, o, err_new(DEED_ERR_OWNER_DIED, 0,
+                                               "the owner of this object, rank %u, died", d));
+            }
+        } else {
+            uint32_t m = 0, had = o->nlocs;
+            for (uint32_t x = 0; x < o->nlocs; x++)
+                if (o->locs[x].rank != d)
+                    o->locs[m++] = o->locs[x];
+            o->nlocs = m;
+            if (m < had && !o->pulling)
+                object_lost_or_refetch(rt, o, d);
+        }
+    }
+    for (uint64_t j = 0; j < k; j++)
+        if (objtab_find(&rt->objs, all[j]->id.hi, all[j]->id.lo, all[j]->id.index) == all[j])
+            owner_maybe_free(rt, all[j]);
+    free(all);
+}
+
 static void pull_done(void *arg, int status)
 {
     struct pull *p = arg;
@@ -956,6 +1087,19 @@ static void pull_done(void *arg, int status)
     o->pulling = 0;
     if (status != 0) {
         store_free(rt->store, p->dst.addr);
+        if (member_is_dead(rt, p->src.rank) || rt->peers[p->src.rank].dead) {
+            /* the copy's holder died: try another copy, or ask the owner again */
+            uint32_t k = 0;
+            for (uint32_t j = 0; j < o->nlocs; j++)
+                if (o->locs[j].rank != p->src.rank)
+                    o->locs[k++] = o->locs[j];
+            o->nlocs = k;
+            uint32_t dead = p->src.rank;
+            free(p);
+            object_lost_or_refetch(rt, o, dead);
+            owner_maybe_free(rt, o);
+            return;
+        }
         owner_set_error(rt, o, err_new(DEED_ERR_TRANSPORT, 0,
                                        "pulling %llu bytes from rank %u failed: %s",
                                        (unsigned long long)p->src.len, p->src.rank,
@@ -1019,9 +1163,12 @@ static void pull_start(struct rt *rt, struct obj *o)
             break;
         }
     if (src == NULL) {
-        owner_set_error(rt, o, err_new(DEED_ERR_OBJECT_LOST, 0,
-                                       "no reachable copy of a %llu-byte object",
-                                       (unsigned long long)o->size));
+        if (o->owner == rt->rank) {
+            owner_reconstruct(rt, o, UINT32_MAX);
+        } else {
+            o->state = OBJ_PENDING; /* ask the owner, who may re-create it */
+            remote_fetch(rt, o);
+        }
         return;
     }
     struct pull *p = calloc(1, sizeof(*p));
@@ -1265,6 +1412,11 @@ int remote_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *bod
     case WT_LEASE_GRANT:
     case WT_LEASE_SPILL:
     case WT_LEASE_RETURN: rc = lease_dispatch_msg(rt, src, type, body); break;
+    case WT_MEMBER_SUSPECT:
+    case WT_MEMBER_DEAD:
+    case WT_HEARTBEAT:
+    case WT_FIN_ENTER:
+    case WT_FIN_GO: rc = member_dispatch(rt, src, type, body); break;
     default: rc = -1;
     }
     return rc;

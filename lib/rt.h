@@ -49,6 +49,7 @@ enum waiter_kind { W_TASKDEP = 1, W_GET, W_WAITN, W_REMOTE };
 struct waiter {
     struct waiter *prev, *next;
     uint8_t kind;
+    uint32_t stamp; /* the wake during which it was linked (see owner_wake) */
 };
 
 struct wlist {
@@ -99,6 +100,8 @@ struct obj {
                               is on its way, keep the row until it arrives */
     uint8_t copy_pinned;   /* borrowed: our store copy was published to the owner; keep it
                               until the owner's COPY_FREE */
+    uint8_t lineage_evicted; /* owned: its lineage was dropped to bound lineage memory */
+    struct task *lineage;  /* owned: the finished task that can re-create it (design §4) */
 };
 
 /* ---- messages -------------------------------------------------------------------------- */
@@ -116,6 +119,7 @@ enum msg_type {
     MSG_UNPIN,      /* struct ref_msg with row */
     MSG_STATS,      /* struct req */
     MSG_QUIESCE,    /* struct req: answered when no task is pending */
+    MSG_FIN,        /* struct req: finalize round r->n across the live ranks */
 };
 
 struct msg {
@@ -228,6 +232,13 @@ struct task {
     uint32_t owner_rank; /* executor side: who to reply to */
     uint32_t exec_rank;  /* owner side: where it runs */
     int32_t want_rank;   /* placement hint from deed_submit_opts, -1 = anywhere */
+    int32_t retries_used;
+    /* lineage: a finished task kept so its lost returns can be re-created */
+    uint32_t lineage_refs; /* return rows that point at it */
+    uint8_t rerun;         /* being re-executed to re-create lost returns */
+    uint8_t finishing;
+    uint64_t lineage_bytes;
+    struct task *lprev, *lnext; /* lineage FIFO (oldest first) */
     uint8_t nested;      /* submitted by a running task (it will likely get the result) */
     struct task *hnext;  /* owner side: remote-pending table chain */
     struct lease *lease; /* owner side: the lease it runs under */
@@ -263,6 +274,7 @@ struct loop_stats {
     uint64_t submitted, run, failed, pending, puts, gets, misuse;
     uint64_t inline_objs, store_objs, inline_bytes;
     uint64_t batches_sent, msgs_dropped, remote_in, pulls, pull_bytes;
+    uint64_t retries, reconstructions, lineage_evictions;
 };
 
 struct rt {
@@ -303,6 +315,12 @@ struct rt {
     struct remote *remote;
     struct boot *boot;
     struct leases *leases;
+    struct member *member;
+    uint32_t heartbeat_ms, heartbeat_timeout_ms;
+    int32_t default_retries;         /* re-runs after a rank failure when a submit says -1 */
+    uint64_t fault_kill_after;       /* DEED_FAULT_KILL_AFTER_TASKS (tests): 0 = off */
+    struct task *lineage_head, *lineage_tail;
+    uint64_t lineage_bytes, lineage_max;
     _Atomic int finalizing;          /* past the finalize barriers */
     uint32_t lease_depth;            /* tasks in flight per lease */
     uint32_t lease_idle_us;          /* idle leases are returned after this */
@@ -327,6 +345,15 @@ void owner_set_value(struct rt *rt, struct obj *o, void *data, uint64_t size, ui
 void owner_set_error(struct rt *rt, struct obj *o, struct err *e);
 void owner_free_all(struct rt *rt);
 void owner_wake(struct rt *rt, struct obj *o);
+/* lineage (owner.c): keep, detach, re-create */
+static inline int row_lost(const struct obj *o, uint32_t me)
+{
+    return o->owner == me && o->state == OBJ_READY && o->where == WHERE_REMOTE && o->nlocs == 0;
+}
+void lineage_keep(struct rt *rt, struct task *t);
+void lineage_done(struct rt *rt, struct task *t); /* end of a (re)run: keep or release */
+/* The row's only copies are gone: re-run its task, or fail it (evicted / put). */
+void owner_reconstruct(struct rt *rt, struct obj *o, uint32_t dead);
 static inline int row_has_bytes(const struct obj *o)
 {
     return o->state == OBJ_ERROR || (o->state == OBJ_READY && o->where != WHERE_REMOTE);
@@ -386,7 +413,26 @@ void sched_unblock(struct rt *rt);
 struct task *sched_take(struct rt *rt, int *holding); /* worker: next task, slot-limited */
 void sched_idle_wait(struct rt *rt);              /* worker: wait for work or stop */
 
+/* member.c (loop thread unless noted) */
+int member_init(struct rt *rt, const uint32_t *pids, const uint64_t *hosts);
+void member_fini(struct rt *rt);
+void member_suspect_async(struct rt *rt, uint32_t r); /* any thread */
+int member_is_dead(struct rt *rt, uint32_t r);
+void member_mark_dead(struct rt *rt, uint32_t d);
+int member_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *r);
+void member_heard(struct rt *rt, uint32_t src);
+void member_sent(struct rt *rt, uint32_t dst);
+void member_poll(struct rt *rt);
+void member_fin_enter(struct rt *rt, struct req *r);
+int member_pidfd(struct rt *rt, uint32_t r);
+/* Repair this rank's state after rank d was declared dead. */
+void member_apply(struct rt *rt, uint32_t d);
+
+/* task.c: resubmit a task whose executor died (same ids) */
+void task_retry(struct rt *rt, struct task *t);
+
 /* lease.c (loop thread) */
+void lease_on_death(struct rt *rt, uint32_t d);
 int lease_init(struct rt *rt);
 void lease_fini(struct rt *rt);
 int lease_enqueue(struct rt *rt, struct task *t);
@@ -406,6 +452,7 @@ int32_t remote_locality(struct rt *rt, struct task *t);
 int remote_init(struct rt *rt);
 void remote_fini(struct rt *rt);
 int remote_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *body);
+void remote_drop_contained(struct rt *rt, const deed_ref_t *refs, uint32_t n);
 /* Make the bytes of a row local (pull or locate); the row's waiters fire when they are. */
 void remote_fetch(struct rt *rt, struct obj *o);
 /* Executor: a remote task's body finished: reply to its owner and drop it. */

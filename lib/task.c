@@ -8,6 +8,7 @@
  * The spec is one allocation (task_new): header, user-visible args, dependency nodes,
  * return rows, return values, then the by-value argument bytes.
  */
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -85,13 +86,38 @@ void task_drop_returns(struct rt *rt, struct task *t, int loop_thread)
 /* Publish the returns (or the error) and drop the task's argument counts. */
 static void task_finish(struct rt *rt, struct task *t)
 {
+    int rerun = t->rerun;
+    int keep = rerun;
     if (t->err)
         rt->st.failed++;
+    /* keep the spec as lineage when a return lives only in another rank's store */
+    for (uint32_t i = 0; !keep && !t->err && i < t->nrets; i++)
+        keep = t->rets[i].where == WHERE_REMOTE && rt->lineage_max > 0;
+    t->finishing = 1;
+    if (keep && !rerun)
+        lineage_keep(rt, t);
     for (uint32_t i = 0; i < t->nrets; i++) {
         struct obj *row = t->retrows[i];
         struct task_ret *r = &t->rets[i];
         if (row == NULL)
             continue;
+        if (rerun && row->state != OBJ_PENDING) {
+            /* re-run for a sibling return: this one survived, keep its value */
+            if (r->where == WHERE_REMOTE) {
+                struct loc *nl = realloc(row->locs, (row->nlocs + 1) * sizeof(*nl));
+                if (nl) {
+                    nl[row->nlocs++] = r->loc; /* one more copy */
+                    row->locs = nl;
+                }
+            } else {
+                value_free(rt, r->data, r->where);
+            }
+            if (r->refs_counted)
+                remote_drop_contained(rt, r->refs, r->nrefs);
+            free(r->refs);
+            memset(r, 0, sizeof(*r));
+            continue;
+        }
         row->creator = NULL;
         if (t->err) {
             owner_set_error(rt, row, err_ref(t->err));
@@ -151,6 +177,8 @@ static void task_finish(struct rt *rt, struct task *t)
             wlist_del(&d->row->waiters, &d->w);
             d->linked = 0;
         }
+        if (keep)
+            continue; /* the lineage keeps its arguments */
         d->row->submitted--;
         owner_maybe_free(rt, d->row);
     }
@@ -162,6 +190,12 @@ static void task_finish(struct rt *rt, struct task *t)
         rt->quiesce = NULL;
         completion_signal(&q->done);
     }
+    if (keep) {
+        t->state = TASK_DONE;
+        lineage_done(rt, t);
+        return;
+    }
+    t->finishing = 0;
     if (t->queued)
         task_unref(t); /* the loop's ref; the ring's goes with whoever popped it */
     else
@@ -188,9 +222,30 @@ static void task_resolved(struct rt *rt, struct task *t)
     task_run_here(rt, t);
 }
 
+/* Start fetching the rows a task waits on. The task may run (and be freed) before this
+ * returns, so the rows are collected first. */
+static void fetch_linked(struct rt *rt, struct task *t)
+{
+    struct obj *rows[16], **rv = rows;
+    uint32_t n = 0;
+    if (t->nargs > 16 && (rv = malloc(t->nargs * sizeof(*rv))) == NULL)
+        rv = rows; /* fall back: fetch the first 16; the rest start when those wake */
+    uint32_t cap = rv == rows ? 16 : t->nargs;
+    for (uint32_t i = 0; i < t->nargs && n < cap; i++)
+        if (t->deps[i].linked)
+            rv[n++] = t->deps[i].row;
+    for (uint32_t i = 0; i < n; i++)
+        remote_fetch(rt, rv[i]);
+    if (rv != rows)
+        free(rv);
+}
+
 void task_run_here(struct rt *rt, struct task *t)
 {
-    /* running here: every by-ref argument's bytes must be on this rank */
+    /* running here: every by-ref argument's bytes must be on this rank. Link first, fetch
+     * after: a pull can complete inside remote_fetch and wake (and run) the task at once,
+     * so nothing may touch the task once the fetches have started. */
+    int linked = 0;
     for (uint32_t i = 0; i < t->nargs; i++) {
         struct task_dep *d = &t->deps[i];
         if (t->uargs[i].kind != DEED_ARG_REF || d->row == NULL || row_has_bytes(d->row))
@@ -198,10 +253,12 @@ void task_run_here(struct rt *rt, struct task *t)
         wlist_add(&d->row->waiters, &d->w);
         d->linked = 1;
         t->deps_pending++;
-        remote_fetch(rt, d->row);
+        linked = 1;
     }
-    if (t->deps_pending)
+    if (linked) {
+        fetch_linked(rt, t);
         return;
+    }
     for (uint32_t i = 0; i < t->nargs; i++) {
         deed_arg_t *a = &t->uargs[i];
         struct obj *row = t->deps[i].row;
@@ -283,6 +340,8 @@ void task_on_submit(struct rt *rt, struct task *t)
         d->row = row;
         if (a->kind != DEED_ARG_REF || t->err)
             continue;
+        if (row_lost(row, rt->rank))
+            owner_reconstruct(rt, row, UINT32_MAX);
         if (row->state == OBJ_PENDING) {
             wlist_add(&row->waiters, &d->w);
             d->linked = 1;
@@ -303,11 +362,27 @@ void task_on_submit(struct rt *rt, struct task *t)
     }
     if (t->deps_pending == 0)
         task_resolved(rt, t);
+    else
+        fetch_linked(rt, t); /* last: the task may run from inside */
+}
+
+void task_retry(struct rt *rt, struct task *t)
+{
+    t->placed = 0;
+    t->lease = NULL;
+    t->state = TASK_WAITING;
+    task_resolved(rt, t);
 }
 
 void task_on_done(struct rt *rt, struct task *t)
 {
     rt->st.run++;
+    if (rt->fault_kill_after && rt->st.run >= rt->fault_kill_after) {
+        log_warn("fault injection: killing this rank after %llu tasks "
+                 "(DEED_FAULT_KILL_AFTER_TASKS)",
+                 (unsigned long long)rt->st.run);
+        raise(SIGKILL);
+    }
     rt->local_load--;
     lease_task_done(rt, t);
     if (t->remote)
@@ -328,13 +403,14 @@ void task_resolve_deps(struct rt *rt, struct task *t)
         struct task_dep *d = &t->deps[i];
         if (t->uargs[i].kind != DEED_ARG_REF || d->row == NULL)
             continue;
+        if (row_lost(d->row, rt->rank))
+            owner_reconstruct(rt, d->row, UINT32_MAX);
         if (d->row->state == OBJ_ERROR) {
             t->err = err_ref(d->row->err);
         } else if (!row_has_bytes(d->row)) {
             wlist_add(&d->row->waiters, &d->w);
             d->linked = 1;
             t->deps_pending++;
-            remote_fetch(rt, d->row);
         }
     }
     if (t->err) {
@@ -349,4 +425,6 @@ void task_resolve_deps(struct rt *rt, struct task *t)
     }
     if (t->deps_pending == 0)
         task_resolved(rt, t);
+    else
+        fetch_linked(rt, t); /* borrowed arguments: ask their owners (last: may run t) */
 }
