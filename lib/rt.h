@@ -336,6 +336,7 @@ extern __thread struct worker *tl_worker;
 int loop_start(struct rt *rt);
 void loop_join(struct rt *rt);
 void loop_post(struct rt *rt, struct msg *m);
+void loop_poll(void *rt); /* progress the loop if no one else does (multi-rank) */
 
 /* owner.c (loop thread only) */
 struct obj *owner_create(struct rt *rt, objid_t id);

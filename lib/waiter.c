@@ -54,6 +54,12 @@ static inline int reached(uint32_t word, uint32_t target)
 int completion_wait(struct completion *c, uint32_t target, uint64_t deadline_ns,
                     uint64_t spin_ns)
 {
+    return completion_wait_poll(c, target, deadline_ns, spin_ns, NULL, NULL);
+}
+
+int completion_wait_poll(struct completion *c, uint32_t target, uint64_t deadline_ns,
+                         uint64_t spin_ns, void (*poll)(void *), void *arg)
+{
     if (reached(atomic_load_explicit(&c->word, memory_order_acquire), target))
         return 0;
     uint64_t spin_end = now_ns() + spin_ns;
@@ -70,6 +76,10 @@ int completion_wait(struct completion *c, uint32_t target, uint64_t deadline_ns,
         if (deadline_ns && t >= deadline_ns)
             return -1;
         if (t < spin_end) {
+            /* Waiting anyway: drive the network ourselves, so an answer that arrives is
+             * handled here instead of waking a sleeping thread. */
+            if (poll)
+                poll(arg);
             /* Oversubscribed machines: let the thread we wait for run. */
             if ((i & 1023) == 0)
                 sched_yield();
