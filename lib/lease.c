@@ -46,6 +46,7 @@ struct keyq {
     uint32_t queued;
     struct lease *leases;
     uint32_t requests;         /* lease requests in flight */
+    uint32_t req_to;           /* the rank the last request went to */
 };
 
 struct leases {
@@ -252,6 +253,7 @@ static void request_lease(struct rt *rt, struct keyq *q, uint32_t to, uint8_t fl
         lease_dispatch(rt, q);
         return;
     }
+    q->req_to = to;
     struct wbuf *w = net_msg(rt, to, WT_LEASE_REQ);
     wbuf_u64(w, q->key);
     wbuf_u32(w, ++rt->leases->next_req);
@@ -436,7 +438,19 @@ void lease_on_death(struct rt *rt, uint32_t d)
                     pp = &l->next;
                 }
             }
+            /* a request to d will never be answered; tasks for d go anywhere now */
+            if (q->requests && q->req_to == d)
+                q->requests = 0;
+            if (q->target == (int32_t)d) {
+                q->target = -1;
+                q->pinned = 0;
+            }
         }
+    /* place what was queued (their keys may still say d: the queue itself moved on) */
+    for (int b = 0; b < KEY_BUCKETS; b++)
+        for (struct keyq *q = L->keys[b]; q; q = q->next)
+            if (q->head)
+                lease_dispatch(rt, q);
     if (L->granted_to) {
         L->granted -= L->granted_to[d] < L->granted ? L->granted_to[d] : L->granted;
         L->granted_to[d] = 0;

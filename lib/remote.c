@@ -31,6 +31,8 @@ enum { LOC_INLINE = 1, LOC_LOCATED, LOC_ERROR };
 
 struct pull {
     struct pull *next;
+    struct pull *iprev, *inext; /* issued and not completed (remote->issued) */
+    uint8_t abandoned;          /* its source died; the transport may never complete it */
     struct rt *rt;
     struct obj *row;
     struct loc src;
@@ -57,6 +59,7 @@ struct remote {
     size_t my_rkey_len[MAX_SEGS];
     uint32_t *inflight;               /* [nranks]: tasks pushed, reply pending */
     struct pull *retry;               /* pulls waiting for store space */
+    struct pull *issued;              /* gets in flight */
 };
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -967,6 +970,9 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
     return 0;
 }
 
+static void issued_unlink(struct rt *rt, struct pull *p);
+static void pull_done(void *arg, int status);
+
 /* A copy of o was on a dead rank. If another copy is known, pull that one; a borrower asks
  * the owner again (it may know other copies); an owner with no copy left has lost it. */
 static void object_lost_or_refetch(struct rt *rt, struct obj *o, uint32_t dead)
@@ -1011,6 +1017,23 @@ void member_apply(struct rt *rt, uint32_t d)
         }
     }
     lease_on_death(rt, d);
+    /* gets in flight from d: UCX never completes one whose shared-memory peer died */
+    for (struct pull *p = re->issued, *pn; p; p = pn) {
+        pn = p->inext;
+        if (p->src.rank != d)
+            continue;
+        issued_unlink(rt, p);
+        p->abandoned = 1; /* its block stays allocated: a late completion frees it */
+        p->row->pulling = 0;
+    }
+    /* pulls waiting for an rkey from d */
+    for (int s = 0; s < MAX_SEGS; s++) {
+        struct pull *w;
+        while ((w = re->segs[d][s].waiting) != NULL) {
+            re->segs[d][s].waiting = w->next;
+            pull_done(w, DEED_ERR_TRANSPORT);
+        }
+    }
     while (lost) {
         struct task *t = lost;
         lost = t->hnext;
@@ -1079,10 +1102,29 @@ void member_apply(struct rt *rt, uint32_t d)
     free(all);
 }
 
+static void issued_unlink(struct rt *rt, struct pull *p)
+{
+    if (p->iprev)
+        p->iprev->inext = p->inext;
+    else if (rt->remote->issued == p)
+        rt->remote->issued = p->inext;
+    if (p->inext)
+        p->inext->iprev = p->iprev;
+    p->iprev = p->inext = NULL;
+}
+
 static void pull_done(void *arg, int status)
 {
     struct pull *p = arg;
     struct rt *rt = p->rt;
+    if (p->abandoned) {
+        /* its source died and the row moved on; the transport finished late: the block
+         * is no longer written to */
+        store_free(rt->store, p->dst.addr);
+        free(p);
+        return;
+    }
+    issued_unlink(rt, p);
     struct obj *o = p->row;
     o->pulling = 0;
     if (status != 0) {
@@ -1147,7 +1189,15 @@ static void pull_issue(struct rt *rt, struct pull *p)
     void *base;
     uint64_t slen;
     struct tp_mem *mem;
+    if (rt->peers[p->src.rank].dead) {
+        pull_done(p, DEED_ERR_TRANSPORT);
+        return;
+    }
     store_segment(rt->store, p->dst.segment, &base, &slen, &mem);
+    p->inext = rt->remote->issued;
+    if (p->inext)
+        p->inext->iprev = p;
+    rt->remote->issued = p;
     int rc = rt->tp_ops->get(rt->tp, p->src.rank, p->dst.addr, mem, si->base + p->src.offset,
                              si->rkey, si->rkey_len, p->src.len, pull_done, p);
     if (rc != DEED_OK)
