@@ -109,6 +109,9 @@ void owner_wake(struct rt *rt, struct obj *o)
     int need_fetch = 0;
     if (o->state == OBJ_PENDING)
         return;
+    /* a waiter's action may drop the row's last count: keep it alive until the walk ends
+     * (callers free it afterwards through owner_maybe_free) */
+    o->pins++;
     uint32_t outer = wake_stamp;
 again:;
     uint32_t stamp = ++wake_stamp ? wake_stamp : ++wake_stamp;
@@ -151,6 +154,7 @@ again:;
         need_fetch = 0;
         goto again;
     }
+    o->pins--;
     if (need_fetch)
         remote_fetch(rt, o);
 }

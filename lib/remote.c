@@ -1129,7 +1129,11 @@ static void pull_done(void *arg, int status)
     o->pulling = 0;
     if (status != 0) {
         store_free(rt->store, p->dst.addr);
-        if (member_is_dead(rt, p->src.rank) || rt->peers[p->src.rank].dead) {
+        if (status == DEED_ERR_TRANSPORT || member_is_dead(rt, p->src.rank) ||
+            rt->peers[p->src.rank].dead) {
+            /* the holder is unreachable (a purge may come before its death is declared):
+             * report it, and read another copy or ask the owner */
+            member_suspect_async(rt, p->src.rank);
             /* the copy's holder died: try another copy, or ask the owner again */
             uint32_t k = 0;
             for (uint32_t j = 0; j < o->nlocs; j++)
