@@ -99,8 +99,19 @@ static void task_finish(struct rt *rt, struct task *t)
     for (uint32_t i = 0; i < t->nrets; i++) {
         struct obj *row = t->retrows[i];
         struct task_ret *r = &t->rets[i];
-        if (row == NULL)
+        if (row == NULL) {
+            /* the row is gone (a re-run whose return was released meanwhile): drop it */
+            if (!t->err) {
+                value_free(rt, r->data, r->where);
+                if (r->refs_counted)
+                    remote_drop_contained(rt, r->refs, r->nrefs);
+                else
+                    release_contained(rt, r->refs, r->nrefs);
+                free(r->refs);
+                memset(r, 0, sizeof(*r));
+            }
             continue;
+        }
         if (rerun && row->state != OBJ_PENDING) {
             /* re-run for a sibling return: this one survived, keep its value */
             if (r->where == WHERE_REMOTE) {

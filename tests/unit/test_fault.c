@@ -1125,7 +1125,7 @@ struct scenario {
 
 static const struct scenario scenarios[] = {
     {"fanout", 4, 2, {"--kill", "2@tasks=200", NULL}},
-    {"fanout_ms", 4, 2, {"--kill", "2@400", NULL}},
+    {"fanout_ms", 4, 2, {"--kill", "2@600", NULL}}, /* retried at other times if it misses */
     {"chain", 3, 1, {"--keep-going", NULL}},
     {"nested", 4, 1, {"--keep-going", NULL}},
     {"owner_died", 3, 1, {"--keep-going", NULL}},
@@ -1150,11 +1150,34 @@ static int has_line(const char *out, int rank, const char *what)
     return 0;
 }
 
+/* A timed kill (fanout_ms) must land after deed_init and before the fan-out ends; how long
+ * those take depends on the machine's load and on the sanitizer build. An attempt whose kill
+ * missed that window (the output says so) is repeated with another time; any other failure
+ * counts at once. */
+static const char *const kill_times[] = {"2@400", "2@700", "2@1000", "2@250", "2@1500"};
+
+static int missed_window(const char *out)
+{
+    return strstr(out, "deed_init failed") != NULL ||
+           strstr(out, " 0 tasks pinned to rank 2 ran elsewhere") != NULL;
+}
+
 static void run_scenario(const char *tls, const struct scenario *s)
 {
     char *out = NULL, line[256];
     uint64_t t0 = tu_now_ns();
     int st = run_job(tls, s->nranks, s->opts, s->name, NULL, 120, &out);
+    for (size_t k = 0; strcmp(s->name, "fanout_ms") == 0 && st != 0 && missed_window(out) &&
+                       k < sizeof(kill_times) / sizeof(kill_times[0]);
+         k++) {
+        fprintf(stderr, "==== %s over UCX_TLS=%s: the kill missed the run (before deed_init "
+                        "or after the fan-out); again with --kill %s ====\n%s",
+                s->name, tls, kill_times[k], out);
+        free(out);
+        out = NULL;
+        const char *opts[] = {"--kill", kill_times[k], NULL};
+        st = run_job(tls, s->nranks, opts, s->name, NULL, 120, &out);
+    }
     int ok = st == 0;
     snprintf(line, sizeof(line), "%s: PASS", s->name);
     ok = ok && has_line(out, 0, line);
