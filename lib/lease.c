@@ -341,10 +341,16 @@ static void lease_dispatch(struct rt *rt, struct keyq *q)
         t->lease = best;
         t->placed = 1;
         t->exec_rank = best->rank;
-        if (best->rank == rt->rank)
+        if (best->rank == rt->rank) {
             task_run_here(rt, t);
-        else
-            remote_push(rt, t, best->rank, best->id);
+        } else if (remote_push(rt, t, best->rank, best->id) != 0) {
+            /* an argument lost its last copy since the task was resolved: re-create it,
+             * then place the task again */
+            best->inflight--;
+            t->lease = NULL;
+            t->placed = 0;
+            task_resolve_deps(rt, t);
+        }
     }
 }
 

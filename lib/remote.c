@@ -373,8 +373,15 @@ static void push_arg(struct rt *rt, struct wbuf *w, struct task *t, uint32_t i, 
     }
 }
 
-void remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease)
+int remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease)
 {
+    /* every by-ref argument must be readable from somewhere: one whose copies died since
+     * the task was resolved must be re-created first (the caller re-resolves the task) */
+    for (uint32_t i = 0; i < t->nargs; i++) {
+        struct obj *row = t->deps[i].row;
+        if (t->uargs[i].kind == DEED_ARG_REF && row && !row_has_bytes(row) && row->nlocs == 0)
+            return -1;
+    }
     struct wbuf *w = net_msg(rt, dst, WT_TASK_PUSH);
     wbuf_u64(w, t->id.hi);
     wbuf_u64(w, t->id.lo);
@@ -390,6 +397,7 @@ void remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease)
     rt->remote->pending[b] = t;
     rt->remote->inflight[dst]++;
     t->state = TASK_RUNNING;
+    return 0;
 }
 
 /* ---- executor side ------------------------------------------------------------------------ */
@@ -494,8 +502,11 @@ static int on_task_push(struct rt *rt, uint32_t src, struct rbuf *r)
             scan.err = 1;
         }
     }
-    if (scan.err || rbuf_left(&scan) != 0)
+    if (scan.err || rbuf_left(&scan) != 0) {
+        log_warn("remote: task push from rank %u does not decode (%u args, %zu bytes left)",
+                 src, nargs, rbuf_left(&scan));
         return -1;
+    }
     struct task *t = task_new(nargs, nrets, payload);
     if (t == NULL) {
         reply_error(rt, src, hi, lo, DEED_ERR_NO_MEMORY, "executor out of memory");

@@ -448,7 +448,8 @@ int lease_dispatch_msg(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *
 void task_run_here(struct rt *rt, struct task *t);
 
 /* remote.c (loop thread) */
-void remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease);
+/* Push a resolved task to dst; -1 if an argument has no reachable copy any more. */
+int remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease);
 int32_t remote_locality(struct rt *rt, struct task *t);
 int remote_init(struct rt *rt);
 void remote_fini(struct rt *rt);

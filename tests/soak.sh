@@ -15,7 +15,7 @@ jobs=${1:-20}
 ranks=${2:-4}
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "${BUILD:-}" ]; then
-    for b in build-fault build; do
+    for b in build build-fault; do
         if [ -x "$here/$b/tests/test_fault" ] && [ -x "$here/$b/tools/deedrun" ]; then
             BUILD=$here/$b
             break
