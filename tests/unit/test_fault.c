@@ -1278,7 +1278,8 @@ static int soak_job(const char *tls, int nranks, uint64_t seed)
     uint64_t rng = mix64(seed ^ 0x50a7ull) | 1;
     char kill_spec[32], seed_s[32], *out = NULL, line[128];
     int victim = 1 + (int)(tu_rnd(&rng) % (uint64_t)(nranks - 1));
-    int ms = 300 + (int)(tu_rnd(&rng) % 1800); /* a job runs ~2 s */
+    /* a job runs ~2 s; after deed_init even in the sanitizer build (~0.5 s there) */
+    int ms = 800 + (int)(tu_rnd(&rng) % 1200);
     snprintf(kill_spec, sizeof(kill_spec), "%d@%d", victim, ms);
     snprintf(seed_s, sizeof(seed_s), "%" PRIu64, seed);
     const char *opts[] = {"--kill", kill_spec, NULL};
