@@ -147,7 +147,6 @@ void req_get_fire(struct rt *rt, struct req *r, struct obj *row)
         if (row->size)
             memcpy(r->copy_buf, row->data, row->size);
         r->size = row->size;
-        r->copied = 1;
         r->status = DEED_OK;
     } else {
         row->pins++;

@@ -842,7 +842,7 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
     if (t->err)
         task_drop_returns(rt, t, 1);
     lease_task_done(rt, t);
-    task_finish_remote(rt, t);
+    task_finish(rt, t);
     return r->err ? -1 : 0;
 }
 
@@ -1064,7 +1064,7 @@ void member_apply(struct rt *rt, uint32_t d)
                              "task '%s' lost: rank %u died while running it (%d retries "
                              "allowed)",
                              name ? name : "?", d, limit);
-            task_finish_remote(rt, t);
+            task_finish(rt, t);
         }
     }
     /* 2. rows: refs owned by d fail, copies on d go, d stops being a borrower */

@@ -170,7 +170,6 @@ struct req {
     struct err *err;
     void *copy_buf;      /* get_copy: loop copies small objects straight here */
     uint64_t copy_cap;
-    uint8_t copied;
     struct task *_Atomic inline_task; /* GET: the queued producer, offered to the waiter */
     /* MSG_WAIT */
     const deed_ref_t *wrefs;
@@ -224,7 +223,6 @@ struct task {
     struct obj **retrows;
     struct task_ret *rets;
     struct err *err;     /* failure: own or propagated */
-    int fail_code;       /* set by deed_task_fail */
     char *fail_msg;
     /* multi-rank */
     uint8_t remote;      /* executor side: pushed here by owner_rank */
@@ -233,6 +231,7 @@ struct task {
     uint32_t exec_rank;  /* owner side: where it runs */
     int32_t want_rank;   /* placement hint from deed_submit_opts, -1 = anywhere */
     int32_t retries_used;
+    uint8_t fetching;    /* fetch_linked holds one pending count */
     /* lineage: a finished task kept so its lost returns can be re-created */
     uint32_t lineage_refs; /* return rows that point at it */
     uint8_t rerun;         /* being re-executed to re-create lost returns */
@@ -306,7 +305,6 @@ struct rt {
     int topo_ok;
     const struct tp_ops *tp_ops;
     struct tp *tp;
-    _Atomic uint64_t tasks_run_workers;
 
     /* multi-rank: peers, batching (net.c), remote tasks and copies (remote.c) */
     struct peer *peers;
@@ -377,8 +375,9 @@ void task_on_done(struct rt *rt, struct task *t);
 void task_dep_ready(struct rt *rt, struct task_dep *d, struct obj *row);
 /* Link a task on its pending by-ref arguments; resolve it when none is pending. */
 void task_resolve_deps(struct rt *rt, struct task *t);
-/* Owner: a remote task's reply was decoded into t->rets / t->err: publish it. */
-void task_finish_remote(struct rt *rt, struct task *t);
+/* Publish a finished task's returns (or its error) and drop its argument counts; for a
+ * remote task, once its reply was decoded into t->rets / t->err. */
+void task_finish(struct rt *rt, struct task *t);
 void task_free(struct task *t);
 /* Where a spec's by-value bytes start (16-byte aligned, after its arrays). */
 static inline char *task_payload(struct task *t)

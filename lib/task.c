@@ -84,7 +84,7 @@ void task_drop_returns(struct rt *rt, struct task *t, int loop_thread)
 }
 
 /* Publish the returns (or the error) and drop the task's argument counts. */
-static void task_finish(struct rt *rt, struct task *t)
+void task_finish(struct rt *rt, struct task *t)
 {
     int rerun = t->rerun;
     int keep = rerun;
@@ -233,22 +233,19 @@ static void task_resolved(struct rt *rt, struct task *t)
     task_run_here(rt, t);
 }
 
-/* Start fetching the rows a task waits on. The task may run (and be freed) before this
- * returns, so the rows are collected first. */
+/* Start fetching the rows a task waits on. A fetch can complete inside remote_fetch (an
+ * in-place pull) and wake the task: one extra pending count held for the whole loop keeps
+ * it from resolving (running, being freed) until every fetch has started. */
 static void fetch_linked(struct rt *rt, struct task *t)
 {
-    struct obj *rows[16], **rv = rows;
-    uint32_t n = 0;
-    if (t->nargs > 16 && (rv = malloc(t->nargs * sizeof(*rv))) == NULL)
-        rv = rows; /* fall back: fetch the first 16; the rest start when those wake */
-    uint32_t cap = rv == rows ? 16 : t->nargs;
-    for (uint32_t i = 0; i < t->nargs && n < cap; i++)
+    t->deps_pending++;
+    t->fetching = 1;
+    for (uint32_t i = 0; i < t->nargs; i++)
         if (t->deps[i].linked)
-            rv[n++] = t->deps[i].row;
-    for (uint32_t i = 0; i < n; i++)
-        remote_fetch(rt, rv[i]);
-    if (rv != rows)
-        free(rv);
+            remote_fetch(rt, t->deps[i].row);
+    t->fetching = 0;
+    if (--t->deps_pending == 0)
+        task_resolved(rt, t);
 }
 
 void task_run_here(struct rt *rt, struct task *t)
@@ -302,8 +299,9 @@ void task_dep_ready(struct rt *rt, struct task_dep *d, struct obj *row)
                 o->linked = 0;
             }
         }
-        t->deps_pending = 0;
-        task_resolved(rt, t);
+        t->deps_pending = t->fetching; /* fetch_linked's count resolves it after */
+        if (t->deps_pending == 0)
+            task_resolved(rt, t);
         return;
     }
     if (--t->deps_pending == 0)
@@ -402,10 +400,6 @@ void task_on_done(struct rt *rt, struct task *t)
         task_finish(rt, t);
 }
 
-void task_finish_remote(struct rt *rt, struct task *t)
-{
-    task_finish(rt, t);
-}
 
 void task_resolve_deps(struct rt *rt, struct task *t)
 {

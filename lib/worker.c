@@ -243,6 +243,5 @@ DEED_API int deed_task_fail(deed_task_t *task, int code, const char *fmt, ...)
         free(t->fail_msg);
         t->fail_msg = strdup(buf);
     }
-    t->fail_code = code;
     return code;
 }
