@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "deed.h"
+#include "rankjob.h"
 
 static int where(deed_task_t *t, const deed_arg_t *a, uint32_t n)
 {
@@ -106,22 +107,12 @@ static int rank_main(void)
     return fail ? 1 : 0;
 }
 
-static char self_path[4096];
-
 static void check_job(const char *tls)
 {
     static char out[1 << 20];
-    const char *deedrun = getenv("DEED_TEST_DEEDRUN");
-    ck_assert_msg(deedrun != NULL, "DEED_TEST_DEEDRUN is not set");
-    char cmd[8192];
-    snprintf(cmd, sizeof(cmd), "UCX_TLS=%s %s -n 3 %s --rank 2>&1", tls, deedrun, self_path);
-    FILE *f = popen(cmd, "r");
-    ck_assert_ptr_nonnull(f);
-    size_t len = fread(out, 1, sizeof(out) - 1, f);
-    out[len] = 0;
-    int st = pclose(f);
+    int rc = rankjob_run(tls, 3, "", out, sizeof(out));
     fputs(out, stdout);
-    ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0, "job failed:\n%s", out);
+    ck_assert_msg(rc == 0, "job failed (exit %d):\n%s", rc, out);
     ck_assert_msg(strstr(out, "reuse: 2000 of 2000"), "reuse line missing:\n%s", out);
 }
 
@@ -137,23 +128,18 @@ START_TEST(leases_tcp)
 }
 END_TEST
 
-int main(int argc, char **argv)
+static Suite *make_suite(void)
 {
-    if (argc > 1 && strcmp(argv[1], "--rank") == 0)
-        return rank_main();
-    ssize_t len = readlink("/proc/self/exe", self_path, sizeof(self_path) - 1);
-    if (len <= 0)
-        return 1;
-    self_path[len] = 0;
     Suite *s = suite_create("lease");
     TCase *tc = tcase_create("lease");
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, leases_shm);
     tcase_add_test(tc, leases_tcp);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    return rankjob_main(argc, argv, rank_main, make_suite);
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "deed.h"
+#include "rankjob.h"
 #include "rt.h"
 #include "transport.h"
 #include "wire.h"
@@ -158,27 +159,11 @@ static int rank_main(void)
     return fail ? 1 : 0;
 }
 
-static char self_path[4096];
-
-static int run_job(const char *tls, char *out, size_t cap)
-{
-    const char *deedrun = getenv("DEED_TEST_DEEDRUN");
-    ck_assert_msg(deedrun != NULL, "DEED_TEST_DEEDRUN is not set");
-    char cmd[8192];
-    snprintf(cmd, sizeof(cmd), "UCX_TLS=%s DEED_LOG=warn %s -n 2 %s --rank 2>&1", tls,
-             deedrun, self_path);
-    FILE *f = popen(cmd, "r");
-    ck_assert_ptr_nonnull(f);
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
 static void check_job(const char *tls)
 {
     static char out[1 << 20];
-    int rc = run_job(tls, out, sizeof(out));
+    setenv("DEED_LOG", "warn", 1);
+    int rc = rankjob_run(tls, 2, "", out, sizeof(out));
     ck_assert_msg(rc == 0, "job failed (exit %d):\n%s", rc, out);
     ck_assert_msg(strstr(out, "injected 27 hostile batches"), "no injection:\n%s", out);
     ck_assert_msg(strstr(out, "after the garbage: 0 wrong results"), "wrong results:\n%s", out);
@@ -197,23 +182,18 @@ START_TEST(malformed_messages_are_dropped_tcp)
 }
 END_TEST
 
-int main(int argc, char **argv)
+static Suite *make_suite(void)
 {
-    if (argc > 1 && strcmp(argv[1], "--rank") == 0)
-        return rank_main();
-    ssize_t n = readlink("/proc/self/exe", self_path, sizeof(self_path) - 1);
-    if (n <= 0)
-        return 1;
-    self_path[n] = 0;
     Suite *s = suite_create("malformed");
     TCase *tc = tcase_create("net");
     tcase_set_timeout(tc, 240);
     tcase_add_test(tc, malformed_messages_are_dropped_shm);
     tcase_add_test(tc, malformed_messages_are_dropped_tcp);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
-    srunner_run_all(sr, CK_NORMAL);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed ? 1 : 0;
+    return s;
+}
+
+int main(int argc, char **argv)
+{
+    return rankjob_main(argc, argv, rank_main, make_suite);
 }
