@@ -52,7 +52,7 @@ do_install()
 real_memory()
 {
     local m
-    m=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | head -1)
+    m=$(slurmd -C 2>/dev/null | sed -n 's/.*RealMemory=\([0-9]*\).*/\1/p' | sed -n 1p)
     if [ -z "$m" ]; then
         m=$(awk '/^MemTotal:/ { print int($2 / 1024) }' /proc/meminfo)
     fi
@@ -121,7 +121,7 @@ daemon_pid()
 
 node_state()
 {
-    sinfo -h -n "$host" -o '%T' 2>/dev/null | head -1
+    sinfo -h -n "$host" -o '%T' 2>/dev/null | sed -n 1p
 }
 
 do_wait()

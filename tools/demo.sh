@@ -32,7 +32,7 @@ echo "demo: building $build/ ..."
 if ! {
     deed_configure "$build" "${DEED_BUILD_OPTS[@]}" &&
         targets=(examples/demo) &&
-        if ninja -C "$build" -t targets all 2>/dev/null | grep -q '^tools/deedrun:'; then
+        if ninja -C "$build" -t targets all 2>/dev/null | grep '^tools/deedrun:' >/dev/null; then
             targets+=(tools/deedrun)
         fi &&
         meson compile -C "$build" "${targets[@]}"

@@ -45,11 +45,11 @@ dest="$tmp/root"
 echo "install test: meson install -C $build --destdir $dest"
 meson install -C "$build" --destdir "$dest" --quiet || fail "meson install failed"
 
-pc=$(find "$dest" -name deed.pc -path '*/pkgconfig/*' | head -n 1)
+pc=$(find "$dest" -name deed.pc -path '*/pkgconfig/*' -print -quit)
 [ -n "$pc" ] || fail "no deed.pc was installed under $dest"
-hdr=$(find "$dest" -name deed.h | head -n 1)
+hdr=$(find "$dest" -name deed.h -print -quit)
 [ -n "$hdr" ] || fail "no deed.h was installed under $dest"
-lib=$(find "$dest" -name 'libdeed.so*' | head -n 1)
+lib=$(find "$dest" -name 'libdeed.so*' -print -quit)
 [ -n "$lib" ] || fail "no libdeed.so was installed under $dest"
 echo "install test: installed $(basename "$pc"), $(basename "$hdr"), $(basename "$lib")"
 
@@ -72,7 +72,7 @@ cp "$here/hello.c" "$tmp/hello.c"
     "$cc" -std=gnu11 -Wall -Wextra -Werror -o hello hello.c $flags
 ) || fail "hello.c did not compile/link against the installed deed"
 
-if ! LD_LIBRARY_PATH="$libdir" ldd "$tmp/hello" | grep -q "$libdir/libdeed"; then
+if ! LD_LIBRARY_PATH="$libdir" ldd "$tmp/hello" | grep "$libdir/libdeed" >/dev/null; then
     LD_LIBRARY_PATH="$libdir" ldd "$tmp/hello" >&2 || true
     fail "hello does not load libdeed from $libdir"
 fi
@@ -84,7 +84,7 @@ if [ "$rc" -ne 0 ]; then
     fail "hello exited with status $rc"
 fi
 printf '%s\n' "$out"
-printf '%s\n' "$out" | grep -qx "install test ok" || fail "hello did not print 'install test ok'"
+printf '%s\n' "$out" | grep -x "install test ok" >/dev/null || fail "hello did not print 'install test ok'"
 
 # The README's example program (its first ```c block).
 readme="$root/README.md"

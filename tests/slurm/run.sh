@@ -70,7 +70,7 @@ if [ ! -x "$demo" ]; then
     echo "slurm tests: $pass passed, $fail failed, $skip skipped"
     exit 1
 fi
-if ! sinfo -h -o '%T' 2>/dev/null | grep -qE 'idle|mixed|allocated'; then
+if ! sinfo -h -o '%T' 2>/dev/null | grep -E 'idle|mixed|allocated' >/dev/null; then
     bad "setup: no usable Slurm node (run slurm/cluster.sh start)"
     echo "slurm tests: $pass passed, $fail failed, $skip skipped"
     exit 1
@@ -106,7 +106,7 @@ fi
 # ---- srun --mpi=pmix ----------------------------------------------------------------------
 t=$SECONDS
 out=$tmp/pmix.out
-if ! srun --mpi=list 2>&1 | grep -qw pmix; then
+if ! srun --mpi=list 2>&1 | grep -w pmix >/dev/null; then
     skipped "srun --mpi=pmix: this Slurm has no PMIx plugin (srun --mpi=list: $(srun --mpi=list 2>&1 | tr '\n\t' '  '))"
 elif DEED_JOB_KEY=$(newkey) DEED_LOG=debug timeout 120 srun -n 2 --mpi=pmix --label \
     "$demo" "${demo_args[@]}" >"$out" 2>&1 &&
@@ -128,11 +128,11 @@ DEED_JOB_KEY=$(newkey) DEED_BOOT_TIMEOUT=3 timeout 60 srun -n 2 --mpi=none --lab
         exec "$@"' deed-rank "$demo" 64 2 3 >"$out" 2>&1
 rc=$?
 el=$((SECONDS - t))
-host=$(sinfo -h -o '%N' | head -1)
+host=$(sinfo -h -o '%N' | sed -n 1p)
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ $el -le 20 ] &&
     grep -q "^ *1: .*cannot connect to the rendezvous at [^ ]*:$closed after 3 s" "$out" &&
     grep -q "^ *0: .*no answer from the rendezvous at .* after 3 s" "$out"; then
-    ok "unreachable rendezvous: rank 1 fails after DEED_BOOT_TIMEOUT=3 s naming $(grep -o "rendezvous at [^ ]*:$closed" "$out" | head -1 | cut -d' ' -f3), rank 0 times out too (step exit $rc, $el s)"
+    ok "unreachable rendezvous: rank 1 fails after DEED_BOOT_TIMEOUT=3 s naming $(grep -o "rendezvous at [^ ]*:$closed" "$out" | sed -n 1p | cut -d' ' -f3), rank 0 times out too (step exit $rc, $el s)"
 else
     bad "unreachable rendezvous (step exit $rc after $el s; want non-zero within 20 s and messages naming the address)"
     show "$out"
@@ -149,7 +149,7 @@ el=$((SECONDS - t))
 if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && [ $el -le 25 ] &&
     grep -q "^ *1: .*the rendezvous refused this process: wrong job key" "$out" &&
     ! grep -q "demo result: OK" "$out"; then
-    ok "wrong job key on rank 1: refused ('$(grep -o "refused this process: wrong job key" "$out" | head -1)'), step exit $rc in $el s"
+    ok "wrong job key on rank 1: refused ('$(grep -o "refused this process: wrong job key" "$out" | sed -n 1p)'), step exit $rc in $el s"
 else
     bad "wrong job key on rank 1 (step exit $rc after $el s)"
     show "$out"
