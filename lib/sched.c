@@ -192,8 +192,8 @@ void sched_idle_wait(struct rt *rt)
     uint64_t end = now_ns() + rt->spin_ns;
     unsigned i = 0;
     while (!work_visible(s)) {
-        if (rt->nranks > 1 && (i & 63) == 0)
-            loop_poll(rt); /* an idle worker picks up pushed tasks itself */
+        if (rt->nranks > 1 && (i & 3) == 0)
+            loop_poll(rt); /* an idle worker picks up pushed tasks itself (every ~0.2 us) */
         if ((++i & 255) == 0)
             sched_yield(); /* oversubscribed machines: idle spinners must not starve */
         if ((i & 63) == 0 && now_ns() >= end) {

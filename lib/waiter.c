@@ -68,7 +68,10 @@ int completion_wait_poll(struct completion *c, uint32_t target, uint64_t deadlin
         uint32_t w = atomic_load_explicit(&c->word, memory_order_acquire);
         if (reached(w, target))
             return 0;
-        if ((++i & 63) != 0) {
+        /* A pause costs 10-40 ns (38 ns on AMD EPYC): with a poll function, drive it every
+         * 4th turn (a message that arrives is seen within ~0.2 us instead of ~2.5 us, which
+         * was most of the remote round trip); without one, look at the clock every 64th. */
+        if ((++i & (poll ? 3 : 63)) != 0) {
             cpu_relax();
             continue;
         }
