@@ -13,6 +13,7 @@
 
 #include "deed.h"
 #include "log.h"
+#include "topo.h"
 
 #define BOOT_DEFAULT_TIMEOUT_MS 30000u
 
@@ -186,69 +187,29 @@ const struct boot_ops *boot_select(void)
 int boot_place_rank(hwloc_topology_t topology, enum boot_bind mode, uint32_t rank,
                     uint32_t nranks, hwloc_bitmap_t out)
 {
-    hwloc_const_cpuset_t allowed;
+    struct topo_place_in in = {0};
+    struct topo_placement p;
+    int rc;
 
     if (!topology || !out || nranks == 0 || rank >= nranks)
         return DEED_ERR_INVALID_ARG;
-    allowed = hwloc_topology_get_allowed_cpuset(topology);
-    hwloc_bitmap_zero(out);
-
     switch (mode) {
-    case BOOT_BIND_NONE:
-        hwloc_bitmap_copy(out, allowed);
-        return DEED_OK;
-
-    case BOOT_BIND_CORE: {
-        hwloc_obj_type_t type = hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE) > 0
-                                    ? HWLOC_OBJ_CORE
-                                    : HWLOC_OBJ_PU;
-        int total = hwloc_get_nbobjs_by_type(topology, type);
-        uint64_t ncores = 0, first, last, idx = 0;
-        hwloc_obj_t o = NULL;
-
-        while ((o = hwloc_get_next_obj_by_type(topology, type, o)))
-            if (hwloc_bitmap_intersects(o->cpuset, allowed))
-                ncores++;
-        if (total <= 0 || ncores == 0)
-            return DEED_ERR_UNSUPPORTED;
-        if (nranks <= ncores) {
-            first = (uint64_t)rank * ncores / nranks;
-            last = (uint64_t)(rank + 1) * ncores / nranks; /* exclusive */
-        } else {
-            first = rank % ncores;
-            last = first + 1;
-        }
-        while ((o = hwloc_get_next_obj_by_type(topology, type, o))) {
-            if (!hwloc_bitmap_intersects(o->cpuset, allowed))
-                continue;
-            if (idx >= first && idx < last)
-                hwloc_bitmap_or(out, out, o->cpuset);
-            idx++;
-        }
-        hwloc_bitmap_and(out, out, allowed);
-        return DEED_OK;
+    case BOOT_BIND_NONE: in.bind = TOPO_BIND_NONE; break;
+    case BOOT_BIND_CORE: in.bind = TOPO_BIND_CORE; break;
+    case BOOT_BIND_NUMA: in.bind = TOPO_BIND_NUMA; break;
+    default: return DEED_ERR_INVALID_ARG;
     }
-
-    case BOOT_BIND_NUMA: {
-        uint32_t nnodes = 0, want, idx = 0;
-        hwloc_obj_t o = NULL;
-
-        while ((o = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, o)))
-            if (o->cpuset && hwloc_bitmap_intersects(o->cpuset, allowed))
-                nnodes++;
-        if (nnodes == 0)
-            return DEED_ERR_UNSUPPORTED;
-        want = rank % nnodes;
-        while ((o = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, o))) {
-            if (!o->cpuset || !hwloc_bitmap_intersects(o->cpuset, allowed))
-                continue;
-            if (idx++ == want) {
-                hwloc_bitmap_and(out, o->cpuset, allowed);
-                return DEED_OK;
-            }
-        }
-        return DEED_ERR_INTERNAL;
-    }
-    }
-    return DEED_ERR_INVALID_ARG;
+    in.cpuset = hwloc_topology_get_allowed_cpuset(topology);
+    in.local_rank = rank;
+    in.local_nranks = nranks;
+    in.nworkers = 1;
+    hwloc_bitmap_zero(out);
+    rc = topo_place(topology, &in, &p); /* the one placement function (lib/topo_place.c) */
+    if (rc == DEED_ERR_INVALID_ARG)
+        return DEED_ERR_UNSUPPORTED; /* the arguments were checked: no usable core or node */
+    if (rc != DEED_OK)
+        return rc;
+    hwloc_bitmap_copy(out, p.rank_cpuset);
+    topo_place_free(&p);
+    return DEED_OK;
 }

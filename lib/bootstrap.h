@@ -100,16 +100,18 @@ int boot_slurm_port(const char *port_env, const char *jobid, const char *stepid,
  * value is logged and the default is used. */
 uint32_t boot_default_timeout_ms(void);
 
-/* Launcher placement (deedrun --bind): a pure function of the topology, so it can be tested
- * on synthetic topologies. Fills out with the cpuset of local rank `rank` of `nranks`:
- *   BOOT_BIND_CORE: the usable cores (those intersecting the topology's allowed cpuset,
- *     in hwloc's logical order; PUs where hwloc reports no cores) are cut into nranks
- *     contiguous shares, rank r getting cores [r*C/N, (r+1)*C/N), all PUs of each; with more
- *     ranks than cores, rank r gets core r mod C (round robin);
- *   BOOT_BIND_NUMA: the cpuset of NUMA node r mod #nodes (logical order; the nodes whose
- *     cpuset is empty, e.g. CPU-less memory, are skipped);
+/* Launcher placement (deedrun --bind): the rank cpuset of topo_place (lib/topo.h, the one
+ * placement function, pure so it is tested on synthetic topologies) for local rank `rank` of
+ * `nranks` over the topology's allowed cpuset:
+ *   BOOT_BIND_CORE: the usable cores (those intersecting the allowed cpuset, in hwloc's
+ *     logical order; PUs where hwloc reports no cores) are cut into nranks contiguous
+ *     shares, rank r getting cores [r*C/N, (r+1)*C/N), all PUs of each; with more ranks than
+ *     cores, rank r gets core r mod C (round robin);
+ *   BOOT_BIND_NUMA: the NUMA domains (nodes with a cpuset of their own: HBM twins and
+ *     CPU-less memory are not domains) cut into contiguous shares the same way; with more
+ *     ranks than domains, domain r mod #domains (shared);
  *   BOOT_BIND_NONE: the whole allowed cpuset.
- * Returns DEED_OK, DEED_ERR_INVALID_ARG (nranks 0, rank >= nranks, NULL) or
+ * Returns DEED_OK, DEED_ERR_INVALID_ARG (nranks 0, rank >= nranks, NULL, unknown mode) or
  * DEED_ERR_UNSUPPORTED (no usable core / NUMA node in the topology). */
 enum boot_bind { BOOT_BIND_NONE = 0, BOOT_BIND_CORE, BOOT_BIND_NUMA };
 int boot_place_rank(hwloc_topology_t topology, enum boot_bind mode, uint32_t rank,

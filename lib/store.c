@@ -6,8 +6,9 @@
  * Segments: the total size is split into at most STORE_MAX_SEGMENTS segments of up to
  * STORE_SEG_MAX bytes each (more only when the store is larger than their product). Each is
  * first offered to the transport to allocate (TP_MEM_ALLOCATE, e.g. UCX shared memory, on
- * which gets are truly one-sided); when it declines, the store mmaps the segment, binds it
- * to the NUMA node, mlocks it if asked and registers it. Segments never move or grow, so the
+ * which gets are truly one-sided) and bound to the NUMA node after mapping; when it declines,
+ * the store mmaps the segment, binds it to the NUMA node, mlocks it if asked and registers
+ * it. Segments never move or grow, so the
  * segment table is read without the lock.
  *
  * Allocator: TLSF (two-level segregated fit). A block is a 32-byte header followed by its
@@ -194,7 +195,8 @@ static struct blk *next_phys(struct store *s, struct blk *b)
 /* Segments                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Bind [addr, addr+len) to the NUMA node with the given os_index; failures are not fatal. */
+/* Bind [addr, addr+len) to the NUMA node with the given os_index (the placement's store
+ * node, topo_place); failures are not fatal. */
 static void seg_bind(hwloc_topology_t *topo, void *addr, uint64_t len, int numa_node)
 {
     hwloc_obj_t node;
@@ -218,6 +220,10 @@ static void seg_bind(hwloc_topology_t *topo, void *addr, uint64_t len, int numa_
         return;
     }
     if (hwloc_set_area_membind(*topo, addr, len, node->nodeset, HWLOC_MEMBIND_BIND,
+                               HWLOC_MEMBIND_BYNODESET | HWLOC_MEMBIND_MIGRATE) == 0)
+        return;
+    /* MIGRATE fails where touched pages cannot move (locked, shared): bind the rest */
+    if (hwloc_set_area_membind(*topo, addr, len, node->nodeset, HWLOC_MEMBIND_BIND,
                                HWLOC_MEMBIND_BYNODESET) < 0)
         log_debug("store: binding a segment to NUMA node %d failed: %s", numa_node,
                   strerror(errno));
@@ -237,6 +243,10 @@ static int seg_create(struct store *s, const struct store_params *p, uint32_t i,
         if (rc == DEED_OK) {
             seg->base = addr;
             seg->tp_allocated = 1;
+            /* the transport's memory (UCX shared memory) is bound after mapping: pages not
+             * touched yet follow the policy, touched ones are migrated */
+            if (p->numa_node >= 0)
+                seg_bind(topo, addr, len, p->numa_node);
             return DEED_OK;
         }
         if (rc != DEED_ERR_UNSUPPORTED) {

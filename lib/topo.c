@@ -1,27 +1,18 @@
 /*
- * topo.c — hwloc topology and worker placement (see topo.h). Owns the loaded topology and the
- * rank's cpuset; does not bind anything except through topo_bind_thread.
- *
- * The plan is a pure function of (topology, cpuset, nworkers): the cores that intersect the
- * cpuset are listed NUMA node by NUMA node (each core once, even where several NUMA nodes,
- * e.g. DRAM and HBM, cover it), and worker i gets core i mod ncores, restricted to the
- * cpuset, with all of that core's PUs (SMT siblings stay together). Machines where hwloc
- * reports no cores use PUs as cores.
+ * topo.c — loading the hwloc topology (the machine with its I/O devices, a synthetic
+ * description or an XML file), the NIC named by the environment, the running rank's worker
+ * plan and thread pinning (see topo.h). Owns the loaded topology and the rank's cpuset; the
+ * placement itself is the pure function in topo_place.c.
  */
 #include "topo.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "deed.h"
 #include "log.h"
-
-/* The type placement treats as a core: cores, or PUs where hwloc reports no cores. */
-static hwloc_obj_type_t topo_core_type(hwloc_topology_t topology)
-{
-    return hwloc_get_nbobjs_by_type(topology, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE : HWLOC_OBJ_PU;
-}
 
 static void topo_reset(struct topo *t)
 {
@@ -33,6 +24,40 @@ static void topo_reset(struct topo *t)
     t->topology = NULL;
 }
 
+static int topo_init(struct topo *t)
+{
+    memset(t, 0, sizeof(*t));
+    if (hwloc_topology_init(&t->topology) < 0) {
+        t->topology = NULL;
+        log_error("topo: hwloc_topology_init failed: %s", strerror(errno));
+        return DEED_ERR_NO_MEMORY;
+    }
+    /* PCI devices and their OS devices (mlx5_0, eth0): where the NICs are */
+    hwloc_topology_set_io_types_filter(t->topology, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+    return DEED_OK;
+}
+
+char *topo_env_nic(char *out, size_t len)
+{
+    const char *v = getenv("DEED_VERBS_DEVICE");
+    size_t n;
+
+    if (!out || len == 0)
+        return out;
+    out[0] = '\0';
+    if (!v || !*v) {
+        v = getenv("UCX_NET_DEVICES");
+        if (!v || !*v || strncmp(v, "all", 3) == 0)
+            return out;
+    }
+    n = strcspn(v, ":,");
+    if (n >= len)
+        n = len - 1;
+    memcpy(out, v, n);
+    out[n] = '\0';
+    return out;
+}
+
 int topo_open(struct topo *t)
 {
     hwloc_const_cpuset_t allowed;
@@ -40,12 +65,8 @@ int topo_open(struct topo *t)
 
     if (!t)
         return DEED_ERR_INVALID_ARG;
-    memset(t, 0, sizeof(*t));
-    if (hwloc_topology_init(&t->topology) < 0) {
-        t->topology = NULL;
-        log_error("topo: hwloc_topology_init failed: %s", strerror(errno));
-        return DEED_ERR_NO_MEMORY;
-    }
+    if ((rc = topo_init(t)) != DEED_OK)
+        return rc;
     if (hwloc_topology_load(t->topology) < 0) {
         log_error("topo: hwloc_topology_load failed: %s", strerror(errno));
         rc = DEED_ERR_UNSUPPORTED;
@@ -67,11 +88,26 @@ int topo_open(struct topo *t)
         if (hwloc_bitmap_iszero(t->cpuset))
             hwloc_bitmap_copy(t->cpuset, allowed);
     }
+    topo_env_nic(t->nic, sizeof(t->nic));
+    if (t->nic[0] && !topo_find_nic(t->topology, t->nic))
+        log_debug("topo: NIC '%s' (DEED_VERBS_DEVICE / UCX_NET_DEVICES) is not in the hwloc "
+                  "topology; the store is placed by the rank's cpuset", t->nic);
     return DEED_OK;
 
 err:
     topo_reset(t);
     return rc;
+}
+
+/* After a successful load: the cpuset (NULL = the whole machine). */
+static int topo_set_cpuset(struct topo *t, hwloc_const_cpuset_t cpuset)
+{
+    t->cpuset = hwloc_bitmap_dup(cpuset ? cpuset : hwloc_topology_get_topology_cpuset(t->topology));
+    if (!t->cpuset) {
+        log_error("topo: out of memory");
+        return DEED_ERR_NO_MEMORY;
+    }
+    return DEED_OK;
 }
 
 int topo_open_synthetic(struct topo *t, const char *desc, hwloc_const_cpuset_t cpuset)
@@ -80,12 +116,8 @@ int topo_open_synthetic(struct topo *t, const char *desc, hwloc_const_cpuset_t c
 
     if (!t || !desc)
         return DEED_ERR_INVALID_ARG;
-    memset(t, 0, sizeof(*t));
-    if (hwloc_topology_init(&t->topology) < 0) {
-        t->topology = NULL;
-        log_error("topo: hwloc_topology_init failed: %s", strerror(errno));
-        return DEED_ERR_NO_MEMORY;
-    }
+    if ((rc = topo_init(t)) != DEED_OK)
+        return rc;
     if (hwloc_topology_set_synthetic(t->topology, desc) < 0) {
         log_error("topo: invalid synthetic topology \"%s\"", desc);
         rc = DEED_ERR_INVALID_ARG;
@@ -96,12 +128,39 @@ int topo_open_synthetic(struct topo *t, const char *desc, hwloc_const_cpuset_t c
         rc = DEED_ERR_INVALID_ARG;
         goto err;
     }
-    t->cpuset = hwloc_bitmap_dup(cpuset ? cpuset : hwloc_topology_get_topology_cpuset(t->topology));
-    if (!t->cpuset) {
-        log_error("topo: out of memory");
-        rc = DEED_ERR_NO_MEMORY;
+    if ((rc = topo_set_cpuset(t, cpuset)) != DEED_OK)
+        goto err;
+    return DEED_OK;
+
+err:
+    topo_reset(t);
+    return rc;
+}
+
+int topo_open_xml(struct topo *t, const char *path, const char *buffer,
+                  hwloc_const_cpuset_t cpuset)
+{
+    int rc;
+
+    if (!t || (!path && !buffer))
+        return DEED_ERR_INVALID_ARG;
+    if ((rc = topo_init(t)) != DEED_OK)
+        return rc;
+    if ((path ? hwloc_topology_set_xml(t->topology, path)
+              : hwloc_topology_set_xmlbuffer(t->topology, buffer, (int)strlen(buffer) + 1)) < 0) {
+        log_error("topo: cannot use the XML topology %s%s: %s", path ? "file " : "",
+                  path ? path : "buffer", strerror(errno));
+        rc = DEED_ERR_INVALID_ARG;
         goto err;
     }
+    if (hwloc_topology_load(t->topology) < 0) {
+        log_error("topo: loading the XML topology %s%s failed (not an hwloc XML file?): %s",
+                  path ? "file " : "", path ? path : "buffer", strerror(errno));
+        rc = DEED_ERR_INVALID_ARG;
+        goto err;
+    }
+    if ((rc = topo_set_cpuset(t, cpuset)) != DEED_OK)
+        goto err;
     return DEED_OK;
 
 err:
@@ -123,117 +182,45 @@ uint32_t topo_ncores(const struct topo *t)
 
     if (!t || !t->topology || !t->cpuset)
         return 0;
-    type = topo_core_type(t->topology);
+    type = hwloc_get_nbobjs_by_type(t->topology, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
+                                                                      : HWLOC_OBJ_PU;
     while ((core = hwloc_get_next_obj_by_type(t->topology, type, core)))
         if (hwloc_bitmap_intersects(core->cpuset, t->cpuset))
             n++;
     return n;
 }
 
-/* os_index of the NUMA node that covers most of the cpuset (first one on ties), or -1. */
-static int topo_numa_of(const struct topo *t)
-{
-    hwloc_obj_t node = NULL;
-    hwloc_bitmap_t tmp = hwloc_bitmap_alloc();
-    int best = -1, best_weight = 0;
-
-    if (!tmp)
-        return -1;
-    while ((node = hwloc_get_next_obj_by_type(t->topology, HWLOC_OBJ_NUMANODE, node))) {
-        int w;
-        if (!node->cpuset)
-            continue;
-        hwloc_bitmap_and(tmp, node->cpuset, t->cpuset);
-        w = hwloc_bitmap_weight(tmp);
-        if (w > best_weight) {
-            best_weight = w;
-            best = (int)node->os_index;
-        }
-    }
-    hwloc_bitmap_free(tmp);
-    return best;
-}
-
-/* Append the unlisted cores inside `within` (NULL: any) that intersect the cpuset. */
-static void topo_list_cores(const struct topo *t, hwloc_obj_type_t type,
-                            hwloc_const_cpuset_t within, hwloc_obj_t *cores, char *listed,
-                            uint32_t *n)
-{
-    hwloc_obj_t core = NULL;
-
-    while ((core = hwloc_get_next_obj_by_type(t->topology, type, core))) {
-        if (listed[core->logical_index] || !hwloc_bitmap_intersects(core->cpuset, t->cpuset))
-            continue;
-        if (within && !hwloc_bitmap_intersects(core->cpuset, within))
-            continue;
-        listed[core->logical_index] = 1;
-        cores[(*n)++] = core;
-    }
-}
-
 int topo_plan_workers(const struct topo *t, uint32_t nworkers, struct topo_plan *plan)
 {
-    hwloc_obj_type_t type;
-    hwloc_obj_t *cores = NULL, node = NULL;
-    char *listed = NULL;
-    uint32_t ncores = 0;
-    int total, rc = DEED_OK;
+    struct topo_place_in in = {0};
+    struct topo_placement p;
+    int rc;
 
     if (!t || !t->topology || !t->cpuset || !plan)
         return DEED_ERR_INVALID_ARG;
     memset(plan, 0, sizeof(*plan));
     plan->numa_node = -1;
-    type = topo_core_type(t->topology);
-    total = hwloc_get_nbobjs_by_type(t->topology, type);
-    if (total <= 0) {
-        log_error("topo: topology has no cores or PUs");
-        return DEED_ERR_INVALID_ARG;
+    in.cpuset = t->cpuset;
+    in.bind = TOPO_BIND_NONE;
+    in.local_nranks = 1;
+    in.nworkers = nworkers ? nworkers : 1;
+    in.nic = t->nic;
+    rc = topo_place(t->topology, &in, &p);
+    if (rc != DEED_OK) {
+        log_error("topo: no placement for the rank's cpuset: %s", deed_strerror(rc));
+        return rc;
     }
-    cores = calloc((size_t)total, sizeof(*cores));
-    listed = calloc((size_t)total, 1);
-    if (!cores || !listed) {
-        log_error("topo: out of memory");
-        rc = DEED_ERR_NO_MEMORY;
-        goto out;
-    }
-    while ((node = hwloc_get_next_obj_by_type(t->topology, HWLOC_OBJ_NUMANODE, node)))
-        if (node->cpuset)
-            topo_list_cores(t, type, node->cpuset, cores, listed, &ncores);
-    topo_list_cores(t, type, NULL, cores, listed, &ncores); /* cores under no NUMA node */
-    if (ncores == 0) {
-        log_error("topo: the rank's cpuset contains no core of the machine");
-        rc = DEED_ERR_INVALID_ARG;
-        goto out;
-    }
-
-    plan->numa_node = topo_numa_of(t);
+    plan->numa_node = p.store_node;
     if (nworkers > 0) {
-        plan->cpusets = calloc(nworkers, sizeof(*plan->cpusets));
-        if (!plan->cpusets) {
-            log_error("topo: out of memory");
-            rc = DEED_ERR_NO_MEMORY;
-            goto out;
-        }
+        plan->nworkers = p.nworkers;
+        plan->cpusets = p.workers; /* moved to the plan */
+        p.workers = NULL;
+        p.nworkers = 0;
     }
-    plan->nworkers = nworkers;
-    for (uint32_t i = 0; i < nworkers; i++) {
-        plan->cpusets[i] = hwloc_bitmap_alloc();
-        if (!plan->cpusets[i]) {
-            log_error("topo: out of memory");
-            rc = DEED_ERR_NO_MEMORY;
-            goto out;
-        }
-        hwloc_bitmap_and(plan->cpusets[i], cores[i % ncores]->cpuset, t->cpuset);
-    }
-    if (nworkers > ncores)
-        log_debug("topo: %u workers on %u cores: cores are shared", nworkers, ncores);
-
-out:
-    if (rc != DEED_OK)
-        topo_plan_free(plan);
-    free(cores);
-    free(listed);
-    return rc;
+    if (nworkers > p.ncores)
+        log_debug("topo: %u workers on %u cores: SMT siblings are used", nworkers, p.ncores);
+    topo_place_free(&p);
+    return DEED_OK;
 }
 
 void topo_plan_free(struct topo_plan *plan)
