@@ -1,13 +1,14 @@
 /*
  * deedrun — start the N ranks of a deed job on this host.
  *
- *   deedrun -n N [--bind none|core|numa] [--timeout S] [--grace S] [--keep-going]
- *           [--kill R@MS|R@tasks=N]... [--] prog [args...]
+ *   deedrun -n N [--bind none|core|numa] [--report-bindings] [--timeout S] [--grace S]
+ *           [--keep-going] [--kill R@MS|R@tasks=N]... [--] prog [args...]
  *
  * Generates a fresh random job key, serves the rendezvous (lib/rendezvous.c) on 127.0.0.1,
  * starts the ranks with DEED_RANK, DEED_NRANKS, DEED_JOB_KEY, DEED_RENDEZVOUS,
  * DEED_LOCAL_RANK and DEED_LOCAL_NRANKS in their environment (bound with hwloc when --bind
- * is given; the placement is boot_place_rank), prints their output line by line prefixed
+ * is given, within deedrun's own binding; the placement is topo_place, lib/topo.h, the same
+ * function deed-info shows), prints their output line by line prefixed
  * with "[rank] " (stderr lines to stderr), forwards SIGINT and SIGTERM to them, and reports
  * every rank that failed. When a rank fails, the others get --grace seconds to end by
  * themselves, then SIGTERM, then SIGKILL 3 s later.
@@ -52,6 +53,7 @@
 #include "deed.h"
 #include "log.h"
 #include "rendezvous.h"
+#include "topo.h"
 
 #define LINE_MAX_BYTES (64 * 1024) /* a longer line is cut into pieces */
 #define KILL_AFTER_TERM_MS 3000
@@ -88,7 +90,8 @@ struct kill_spec {
 
 struct opts {
     uint32_t n;
-    enum boot_bind bind;
+    enum topo_bind bind;
+    bool report_bindings;
     const char *timeout; /* DEED_BOOT_TIMEOUT for the ranks */
     double grace;
     bool keep_going;
@@ -111,8 +114,11 @@ static void usage(FILE *f)
             "  -n N              number of ranks (a positive integer)\n"
             "  --bind MODE       bind each rank before it starts: none (default), core (rank\n"
             "                    r gets its share of the cores; round robin when there are\n"
-            "                    more ranks than cores) or numa (rank r gets NUMA node\n"
-            "                    r mod the number of nodes)\n"
+            "                    more ranks than cores) or numa (rank r gets its share of\n"
+            "                    the NUMA nodes; node r mod the number of nodes when there\n"
+            "                    are more ranks than nodes); within deedrun's own binding.\n"
+            "                    deed-info -n N --bind MODE shows the plan\n"
+            "  --report-bindings print each rank's cpuset and store NUMA node to stderr\n"
             "  --timeout S       bootstrap timeout of the ranks in seconds (sets\n"
             "                    DEED_BOOT_TIMEOUT; default 30)\n"
             "  --grace S         when a rank fails, seconds the others get to end by\n"
@@ -269,14 +275,16 @@ static void parse_opts(int argc, char **argv, struct opts *o)
         } else if (strncmp(a, "--bind", 6) == 0 && (a[6] == '\0' || a[6] == '=')) {
             v = opt_value(argc, argv, &i, "--bind");
             if (v && strcmp(v, "none") == 0)
-                o->bind = BOOT_BIND_NONE;
+                o->bind = TOPO_BIND_NONE;
             else if (v && strcmp(v, "core") == 0)
-                o->bind = BOOT_BIND_CORE;
+                o->bind = TOPO_BIND_CORE;
             else if (v && strcmp(v, "numa") == 0)
-                o->bind = BOOT_BIND_NUMA;
+                o->bind = TOPO_BIND_NUMA;
             else
                 die_usage("--bind needs none, core or numa%s%s%s", v ? ", not '" : "",
                           v ? v : "", v ? "'" : "");
+        } else if (strcmp(a, "--report-bindings") == 0) {
+            o->report_bindings = true;
         } else if (strncmp(a, "--timeout", 9) == 0 && (a[9] == '\0' || a[9] == '=')) {
             double t;
             v = opt_value(argc, argv, &i, "--timeout");
@@ -495,6 +503,48 @@ static void start_rank(const struct opts *o, uint32_t r, int out_w, int err_w, c
     _exit(127);
 }
 
+/* The cpuset of every rank (topo_place over deedrun's own binding), printed to stderr with
+ * --report-bindings. 0, or -1 after printing why. */
+static int place_ranks(const struct opts *o, struct topo *t, hwloc_bitmap_t **sets_out)
+{
+    hwloc_bitmap_t *sets;
+
+    if (topo_open(t) != DEED_OK) {
+        fprintf(stderr, "deedrun: cannot load the hwloc topology of this machine\n");
+        return -1;
+    }
+    sets = calloc(o->n, sizeof(*sets));
+    if (!sets) {
+        fprintf(stderr, "deedrun: out of memory\n");
+        return -1;
+    }
+    *sets_out = sets;
+    for (uint32_t r = 0; r < o->n; r++) {
+        struct topo_place_in in = {.cpuset = t->cpuset, .bind = o->bind, .local_rank = r,
+                                   .local_nranks = o->n, .nworkers = 0, .nic = t->nic};
+        struct topo_placement p;
+        char *str = NULL;
+
+        if (topo_place(t->topology, &in, &p) != DEED_OK ||
+            !(sets[r] = hwloc_bitmap_dup(p.rank_cpuset))) {
+            fprintf(stderr, "deedrun: cannot compute the --bind %s placement of rank %u on "
+                            "this machine\n", topo_bind_str(o->bind), r);
+            topo_place_free(&p);
+            return -1;
+        }
+        if (o->report_bindings) {
+            hwloc_bitmap_list_asprintf(&str, p.rank_cpuset);
+            fprintf(stderr, "deedrun: rank %u: --bind %s: PUs %s (%u core%s), store on NUMA "
+                            "node %d%s%s\n", r, topo_bind_str(o->bind), str ? str : "?",
+                    p.ncores, p.ncores == 1 ? "" : "s", p.store_node, p.nic[0] ? ", NIC " : "",
+                    p.nic);
+            free(str);
+        }
+        topo_place_free(&p);
+    }
+    return 0;
+}
+
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -516,7 +566,7 @@ int main(int argc, char **argv)
     struct sigaction sa;
     sigset_t block, old;
     struct rank *ranks;
-    hwloc_topology_t topo = NULL;
+    struct topo topo = {0};
     hwloc_bitmap_t *sets = NULL;
     struct pollfd *fds;
     size_t fds_cap;
@@ -541,25 +591,8 @@ int main(int argc, char **argv)
     /* keep-going: a dead rank other than 0 leaves the bootstrap rounds, not the whole job */
     rdv_set_tolerant(rdv, o.keep_going);
 
-    if (o.bind != BOOT_BIND_NONE) {
-        if (hwloc_topology_init(&topo) < 0 || hwloc_topology_load(topo) < 0) {
-            fprintf(stderr, "deedrun: cannot load the hwloc topology: %s\n", strerror(errno));
-            return 1;
-        }
-        sets = calloc(o.n, sizeof(*sets));
-        if (!sets) {
-            fprintf(stderr, "deedrun: out of memory\n");
-            return 1;
-        }
-        for (uint32_t r = 0; r < o.n; r++) {
-            sets[r] = hwloc_bitmap_alloc();
-            if (!sets[r] || boot_place_rank(topo, o.bind, r, o.n, sets[r]) != DEED_OK) {
-                fprintf(stderr, "deedrun: cannot compute the --bind %s placement of rank %u on "
-                                "this machine\n", o.bind == BOOT_BIND_CORE ? "core" : "numa", r);
-                return 1;
-            }
-        }
-    }
+    if ((o.bind != TOPO_BIND_NONE || o.report_bindings) && place_ranks(&o, &topo, &sets) != 0)
+        return 1;
 
     if (pipe2(sigp, O_CLOEXEC | O_NONBLOCK) < 0) {
         fprintf(stderr, "deedrun: pipe: %s\n", strerror(errno));
@@ -605,7 +638,8 @@ int main(int argc, char **argv)
         sigprocmask(SIG_BLOCK, &block, &old);
         pid = fork();
         if (pid == 0)
-            start_rank(&o, r, po[1], pe[1], keyhex, rdv_addr, topo, sets ? sets[r] : NULL);
+            start_rank(&o, r, po[1], pe[1], keyhex, rdv_addr, topo.topology,
+                       sets && o.bind != TOPO_BIND_NONE ? sets[r] : NULL);
         sigprocmask(SIG_SETMASK, &old, NULL);
         if (pid < 0) {
             fprintf(stderr, "deedrun: cannot start rank %u: fork: %s\n", r, strerror(errno));
@@ -838,8 +872,7 @@ int main(int argc, char **argv)
             hwloc_bitmap_free(sets[r]);
         free(sets);
     }
-    if (topo)
-        hwloc_topology_destroy(topo);
+    topo_close(&topo);
     rdv_destroy(rdv);
     close(sigp[0]);
     close(sigp[1]);
