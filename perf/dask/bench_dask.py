@@ -15,9 +15,10 @@ bench/metric names as deed's benchmarks, so perf/report.py can put them side by 
                                  (each sums 8 words at its own offset); k = 0: submitted by the
                                  client; k >= 1: k fan-out tasks each submit their share from
                                  inside a worker with worker_client() (deed: bench_borrow)
-  scale   tasks_per_s, ranks     rounds of B tasks + one aggregator that takes the B results
-                                 and feeds the next round (chained), with 1..W workers
-                                 (deed: bench_scale, "ranks" = workers here)
+  scale   tasks_per_s, ranks     w chains at once on w = 1..W workers; a chain is rounds of
+                                 B tasks taking the previous aggregate + one aggregator taking
+                                 the B results (deed: bench_scale; "ranks" = workers here,
+                                 every task owned by the client: "owners":"client")
   metg    efficiency, grain_us   Task Bench style: width W x steps T tasks, each a compute
                                  loop of grain_us (calibrated iterations, not a timer);
                                  efficiency = W x T x grain / (elapsed x W); patterns nodep
@@ -174,24 +175,27 @@ def bench_scale(cluster, client, o):
         while len(client.scheduler_info()["workers"]) > w:
             time.sleep(0.1)
         batch = o.scale_batch
-        rounds = max(1, o.scale_tasks // batch)
+        rounds = max(1, o.scale_tasks // (batch * w))
         # warm-up round
         client.submit(agg, *[client.submit(batch_task, 0, i, pure=False)
                              for i in range(batch)], pure=False).result()
+        # w chains at once (deed: one chain per rank), submitted round-robin by the client
         t0 = time.perf_counter()
-        prev = 0
+        prev = [0] * w
         for r in range(rounds):
-            parts = [client.submit(batch_task, prev, i, pure=False) for i in range(batch)]
-            prev = client.submit(agg, *parts, pure=False)
-        got = prev.result()
+            for c in range(w):
+                parts = [client.submit(batch_task, prev[c], i, pure=False)
+                         for i in range(batch)]
+                prev[c] = client.submit(agg, *parts, pure=False)
+        got = client.gather(prev)
         dt = time.perf_counter() - t0
-        if got != batch:
-            raise SystemExit("bench_dask: scale: aggregator saw %r inputs, expected %d"
+        if got != [batch] * w:
+            raise SystemExit("bench_dask: scale: aggregators saw %r inputs, expected %d"
                              % (got, batch))
-        tasks = rounds * (batch + 1)
+        tasks = w * rounds * (batch + 1)
         emit({"bench": "scale", "metric": "tasks_per_s", "value": round(tasks / dt, 1),
-              "unit": "tasks/s", "ranks": w, "owners": "scheduler", "tasks": tasks,
-              "batch": batch, "workers": w})
+              "unit": "tasks/s", "ranks": w, "owners": "client", "chains": w,
+              "tasks": tasks, "batch": batch, "workers": w})
     cluster.scale(o.workers)
     client.wait_for_workers(o.workers)
 
