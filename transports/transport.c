@@ -13,16 +13,26 @@
 #ifdef DEED_HAVE_UCX
 #include "ucx/ucx.h"
 #endif
+#ifdef DEED_HAVE_VERBS
+#include "verbs/verbs.h"
+#endif
 
 static const struct tp_ops *const tp_table[] = {
 #ifdef DEED_HAVE_UCX
     &tp_ucx_ops,
 #endif
+#ifdef DEED_HAVE_VERBS
+    &tp_verbs_ops,
+#endif
     &tp_local_ops,
 };
 
-#ifdef DEED_HAVE_UCX
+#if defined(DEED_HAVE_UCX) && defined(DEED_HAVE_VERBS)
+#define TP_NAMES "ucx,verbs,local"
+#elif defined(DEED_HAVE_UCX)
 #define TP_NAMES "ucx,local"
+#elif defined(DEED_HAVE_VERBS)
+#define TP_NAMES "verbs,local"
 #else
 #define TP_NAMES "local"
 #endif
