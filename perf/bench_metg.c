@@ -1,0 +1,610 @@
+/*
+ * bench_metg.c — Task Bench's METG(50%) for deed: the minimum effective task granularity,
+ * i.e. the smallest task duration at which the runtime still keeps >= 50% efficiency.
+ *
+ * Run: `bench_metg [options]` (one rank), or `deedrun -n P bench_metg` (rank 0 drives, the
+ * other ranks serve; see benchutil.h).
+ *
+ * The task body busy-spins a calibrated number of iterations of a xorshift kernel (real
+ * work on the core, not sleeping); the kernel's speed is measured first (iterations per us,
+ * best of several timings), and a grain of g us is round(g * rate) iterations.
+ * width = the total number of workers (W per rank times P ranks), T steps:
+ *   nodep    T x width independent tasks
+ *   stencil  task (t, i) takes the results of (t-1, i-1), (t-1, i), (t-1, i+1) by reference
+ *            (1-D stencil, clamped at the edges), so step t waits for step t-1's neighbours
+ * The driver submits step after step, keeping at most L steps unfinished (L * width ~ 1024
+ * tasks in flight): before submitting step t it retires step t-L (deed_wait, then it gets
+ * every result and compares it with the value it computes itself: a task returns
+ * spin(seed, iters) + mix(its inputs, t, i), and the spin's value is computed once per grain).
+ * efficiency = (width * T * grain) / (wall * width): the work done over the peak of the
+ * workers in the time taken. The grains are swept geometrically from --max-grain down to
+ * --min-grain (--per-decade points per decade), T chosen per point so it takes about
+ * --point-time seconds per repetition (estimated from the previous point). METG(50%) = the smallest grain
+ * with efficiency >= 0.5, log-interpolated between it and the next smaller grain.
+ *
+ * Baseline in the same command (first): the same spin kernel on `width` plain pthreads with
+ * a spinning barrier after every step (no runtime at all), swept the same way, but past
+ * --min-grain (down to a hundredth of it) until its efficiency falls below 0.5.
+ *
+ * Output, one JSON object per line (rank 0's stdout; deedrun prefixes "[0] "):
+ *   {"bench":"metg","metric":"spin_rate","value":r,"unit":"iters/us"}
+ *   {"bench":"metg_baseline","metric":"efficiency","value":e,"pattern":"barrier","grain_us":g,
+ *    "tasks":n,"workers":W}                                   per point, then
+ *   {"bench":"metg_baseline","metric":"metg50","value":us,"unit":"us","pattern":"barrier",
+ *    "workers":W,"found":true|false}
+ *   {"bench":"metg","metric":"efficiency","value":e,"pattern":"nodep"|"stencil","grain_us":g,
+ *    "tasks":n,"workers":W,"steps":T,"wall_s":s,"overhead_us":o}   per point, where
+ *    overhead_us = wall * width / tasks - grain (runtime time per task on one worker)
+ *   {"bench":"metg","metric":"metg50","value":us,"unit":"us","pattern":P,"workers":W,
+ *    "found":true|false}
+ *   {"bench":"metg","metric":"metg50_over_baseline","value":x,"unit":"x","pattern":P,"workers":W}
+ * "workers" is the width (all ranks). "found" is false when no grain reached 50% (value =
+ * the largest grain swept) or every grain did (value = the smallest grain swept: METG is
+ * at most that). Each point runs --reps times with the same T; the fastest run counts (the
+ * machine is shared and noisy; the baseline is treated the same way). Exit status 1 if a task returned a wrong value or a call failed, 2 for bad
+ * options.
+ *
+ * usage: bench_metg [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]
+ *                   [--min-grain US] [--per-decade N] [--point-time S] [--reps R]
+ * (--pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
+ * CLI of the issue.)
+ */
+#include "benchutil.h"
+
+#include <deed.h>
+
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_POINTS 64
+#define INFLIGHT_TASKS 1024
+#define MAX_POINT_TASKS 4000000ull
+
+struct opts {
+    uint64_t workers; /* W per rank */
+    double max_grain, min_grain;
+    uint64_t per_decade;
+    double point_time; /* seconds per repetition of a point */
+    uint64_t reps;     /* repetitions per point: the fastest counts */
+    int nodep, stencil;
+};
+
+/* ---- the work ----------------------------------------------------------------------------- */
+
+__attribute__((noinline)) static uint64_t spin(uint64_t x, uint64_t iters)
+{
+    for (uint64_t i = 0; i < iters; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    return x;
+}
+
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 31;
+    x *= 0x7FB5D329728EA185ull;
+    x ^= x >> 27;
+    x *= 0x81DADEF4BC2DD44Dull;
+    return x ^ (x >> 33);
+}
+
+/* What every task gets by value. */
+struct task_spec {
+    uint64_t iters, seed, t, i;
+};
+
+/* The value task (t, i) returns, given the sum of its inputs and the spin's value. */
+static inline uint64_t task_value(uint64_t spun, uint64_t in_sum, uint64_t t, uint64_t i)
+{
+    return spun + mix(in_sum + t * 0x9E3779B97F4A7C15ull + i);
+}
+
+/* args: [0] struct task_spec (VAL), [1..] inputs (REF, 8 bytes each). */
+static int metg_task(deed_task_t *task, const deed_arg_t *args, uint32_t nargs)
+{
+    struct task_spec s;
+    if (nargs < 1 || args[0].size != sizeof(s))
+        return deed_task_fail(task, 1, "bench_metg_task: bad arguments");
+    memcpy(&s, args[0].data, sizeof(s));
+    uint64_t sum = 0, v;
+    for (uint32_t k = 1; k < nargs; k++) {
+        if (args[k].size != sizeof(v))
+            return deed_task_fail(task, 1, "bench_metg_task: input %u has %zu bytes", k,
+                                  args[k].size);
+        memcpy(&v, args[k].data, sizeof(v));
+        sum += v;
+    }
+    v = task_value(spin(s.seed, s.iters), sum, s.t, s.i);
+    return deed_task_return(task, 0, &v, sizeof(v)) == DEED_OK ? 0 : 2;
+}
+DEED_REGISTER_AS(metg_task, "bench_metg_task")
+
+/* Iterations of spin() per microsecond on one core: best of several timings. */
+static double calibrate(void)
+{
+    uint64_t iters = 1 << 16;
+    double best = 0;
+    volatile uint64_t sink = 0;
+    for (;;) { /* grow until one timing takes >= 5 ms */
+        double t0 = bench_now_ns();
+        sink += spin(sink + 1, iters);
+        double dt = bench_now_ns() - t0;
+        if (dt >= 5e6)
+            break;
+        iters *= 2;
+    }
+    for (int r = 0; r < 7; r++) {
+        double t0 = bench_now_ns();
+        sink += spin(sink + 1, iters);
+        double rate = (double)iters / ((bench_now_ns() - t0) * 1e-3);
+        best = rate > best ? rate : best;
+    }
+    return best;
+}
+
+/* ---- METG from a sweep ---------------------------------------------------------------------- */
+
+struct point {
+    double grain; /* us */
+    double eff;
+};
+
+/* Smallest grain with efficiency >= 0.5, log-interpolated with the next smaller grain.
+ * @p pts in decreasing grain order. *found = 0 when no point or every point reached 0.5. */
+static double metg50(const struct point *pts, int n, int *found)
+{
+    int last = -1;
+    for (int i = 0; i < n; i++)
+        if (pts[i].eff >= 0.5)
+            last = i;
+    *found = last >= 0 && last < n - 1;
+    if (last < 0)
+        return pts[0].grain;
+    if (last == n - 1)
+        return pts[n - 1].grain;
+    const struct point *a = &pts[last], *b = &pts[last + 1];
+    double f = (a->eff - 0.5) / (a->eff - b->eff);
+    return exp(log(a->grain) + f * (log(b->grain) - log(a->grain)));
+}
+
+/* Number of steps for a point of grain @p g, from the previous point (time per step at its
+ * grain; 0 = none): assume a fixed overhead per step. */
+static uint64_t choose_steps(const struct opts *o, uint64_t width, double g, double prev_g,
+                             double prev_step_us)
+{
+    double est = g;
+    if (prev_step_us > 0 && prev_step_us - prev_g > 0)
+        est = g + (prev_step_us - prev_g);
+    if (est < 0.05)
+        est = 0.05;
+    double steps = o->point_time * 1e6 / est;
+    if (steps < 8)
+        steps = 8;
+    if (steps * (double)width > (double)MAX_POINT_TASKS)
+        steps = (double)MAX_POINT_TASKS / (double)width;
+    return (uint64_t)steps;
+}
+
+/* ---- baseline: pthreads and a spinning barrier ---------------------------------------------- */
+
+static struct {
+    _Alignas(64) atomic_uint arrived;
+    _Alignas(64) atomic_uint generation;
+    uint32_t nthreads;
+    uint64_t steps, iters;
+    int yield; /* more threads than CPUs: yield while waiting */
+    double t0, t1; /* set by thread 0 */
+    _Alignas(64) atomic_uint_fast64_t sink;
+} bar;
+
+static void barrier_wait(void)
+{
+    unsigned gen = atomic_load_explicit(&bar.generation, memory_order_acquire);
+    if (atomic_fetch_add_explicit(&bar.arrived, 1, memory_order_acq_rel) + 1 == bar.nthreads) {
+        atomic_store_explicit(&bar.arrived, 0, memory_order_relaxed);
+        atomic_store_explicit(&bar.generation, gen + 1, memory_order_release);
+        return;
+    }
+    for (unsigned n = 0; atomic_load_explicit(&bar.generation, memory_order_acquire) == gen; n++) {
+        if (bar.yield || n > 4096)
+            sched_yield();
+#if defined(__x86_64__) || defined(__i386__)
+        else
+            __builtin_ia32_pause();
+#endif
+    }
+}
+
+static void *baseline_thread(void *arg)
+{
+    uint32_t me = (uint32_t)(uintptr_t)arg;
+    uint64_t x = me + 1, acc = 0;
+    barrier_wait(); /* every thread started: thread 0 starts the clock */
+    if (me == 0)
+        bar.t0 = bench_now_ns();
+    for (uint64_t t = 0; t < bar.steps; t++) {
+        acc += spin(x + t, bar.iters);
+        barrier_wait();
+    }
+    if (me == 0)
+        bar.t1 = bench_now_ns();
+    atomic_fetch_add(&bar.sink, acc);
+    return NULL;
+}
+
+/* Wall time (s) of @p steps steps on @p n threads (thread start-up not included), or -1. */
+static double baseline_run(uint32_t n, uint64_t steps, uint64_t iters)
+{
+    pthread_t th[1024];
+    bar.nthreads = n;
+    bar.steps = steps;
+    bar.iters = iters;
+    bar.yield = (int)n > bench_ncpus();
+    atomic_store(&bar.arrived, 0);
+    uint32_t started = 0;
+    for (; started < n; started++)
+        if (pthread_create(&th[started], NULL, baseline_thread, (void *)(uintptr_t)started) != 0)
+            break;
+    if (started != n) { /* let the started ones through their barriers: cannot; report */
+        fprintf(stderr, "bench_metg: could not start %u baseline threads\n", n);
+        _exit(1);
+    }
+    for (uint32_t i = 0; i < started; i++)
+        pthread_join(th[i], NULL);
+    return (bar.t1 - bar.t0) * 1e-9;
+}
+
+/* ---- deed ----------------------------------------------------------------------------------- */
+
+static deed_task_id_t task_id; /* looked up by main on every rank */
+
+struct sweep_ctx {
+    deed_ctx_t *ctx;
+    uint64_t width, steps, iters, seed;
+    int stencil;
+    uint64_t L;          /* steps in flight */
+    deed_ref_t *refs;    /* L x width */
+    uint64_t *expect;    /* L x width */
+    uint64_t spun;       /* spin(seed, iters) */
+    uint64_t wrong;      /* results that did not match */
+};
+
+/* Wait for step @p t (in its slot), check and release its results. */
+static deed_status_t retire(struct sweep_ctx *s, uint64_t t)
+{
+    deed_ref_t *r = &s->refs[(t % s->L) * s->width];
+    const uint64_t *e = &s->expect[(t % s->L) * s->width];
+    deed_status_t rc = deed_wait(s->ctx, r, (uint32_t)s->width, (uint32_t)s->width,
+                                 BENCH_WAIT_US, NULL);
+    for (uint64_t i = 0; i < s->width && rc == DEED_OK; i++) {
+        uint64_t v = 0;
+        size_t size = 0;
+        rc = deed_get_copy(s->ctx, r[i], &v, sizeof(v), &size, BENCH_WAIT_US);
+        if (rc == DEED_OK && (size != sizeof(v) || v != e[i])) {
+            if (s->wrong++ == 0)
+                fprintf(stderr, "bench_metg: task (%" PRIu64 ", %" PRIu64 ") returned %" PRIu64
+                                " (%zu bytes), expected %" PRIu64 "\n",
+                        t, i, v, size, e[i]);
+        }
+    }
+    deed_ref_release_n(s->ctx, r, (uint32_t)s->width);
+    return rc;
+}
+
+/* Submit step @p t into its slot; the expected values go beside the refs. */
+static deed_status_t submit_step(struct sweep_ctx *s, uint64_t t)
+{
+    deed_ref_t *r = &s->refs[(t % s->L) * s->width];
+    uint64_t *e = &s->expect[(t % s->L) * s->width];
+    const deed_ref_t *pr = &s->refs[((t + s->L - 1) % s->L) * s->width];
+    const uint64_t *pe = &s->expect[((t + s->L - 1) % s->L) * s->width];
+    for (uint64_t i = 0; i < s->width; i++) {
+        struct task_spec spec = {s->iters, s->seed, t, i};
+        deed_arg_in_t a[4];
+        uint32_t na = 1;
+        uint64_t in_sum = 0;
+        a[0] = DEED_VAL(&spec, sizeof(spec));
+        if (s->stencil && t > 0) {
+            uint64_t lo = i > 0 ? i - 1 : 0, hi = i + 1 < s->width ? i + 1 : i;
+            for (uint64_t j = lo; j <= hi; j++) {
+                a[na++] = DEED_REF(pr[j]);
+                in_sum += pe[j];
+            }
+        }
+        e[i] = task_value(s->spun, in_sum, t, i);
+        deed_status_t rc = deed_submit(s->ctx, task_id, a, na, &r[i], 1);
+        if (rc != DEED_OK) {
+            if (i)
+                deed_ref_release_n(s->ctx, r, (uint32_t)i);
+            return rc;
+        }
+    }
+    return DEED_OK;
+}
+
+/* One point: T steps of the pattern at @p iters; *wall gets the time. 0 or -1. */
+static int deed_point(struct sweep_ctx *s, double *wall)
+{
+    deed_status_t rc = DEED_OK;
+    uint64_t t = 0, retired = 0;
+    s->spun = spin(s->seed, s->iters);
+    double t0 = bench_now_ns();
+    for (; t < s->steps; t++) {
+        if (t >= s->L) {
+            rc = retire(s, retired++);
+            if (rc != DEED_OK)
+                break;
+        }
+        rc = submit_step(s, t);
+        if (rc != DEED_OK)
+            break;
+    }
+    while (rc == DEED_OK && retired < t)
+        rc = retire(s, retired++);
+    *wall = (bench_now_ns() - t0) * 1e-9;
+    if (rc != DEED_OK) {
+        fprintf(stderr, "bench_metg: %s at step %" PRIu64 ": %s\n",
+                s->stencil ? "stencil" : "nodep", retired, deed_strerror(rc));
+        /* the steps submitted and not retired stay referenced: the caller exits */
+        return -1;
+    }
+    return s->wrong ? -1 : 0;
+}
+
+/* ---- sweeps --------------------------------------------------------------------------------- */
+
+/* The grains from --max-grain down to @p min_grain, geometrically. */
+static int make_grains(const struct opts *o, double min_grain, double *g)
+{
+    int n = 0;
+    for (int k = 0; n < MAX_POINTS; k++) {
+        double v = o->max_grain * pow(10.0, -(double)k / (double)o->per_decade);
+        if (v < min_grain * (1 - 1e-9))
+            break;
+        g[n++] = v;
+    }
+    return n;
+}
+
+static double print_metg(const char *bench, const char *pattern, const struct point *pts, int n,
+                         uint64_t width)
+{
+    int found;
+    double m = metg50(pts, n, &found);
+    printf("{\"bench\":\"%s\",\"metric\":\"metg50\",\"value\":%.4g,\"unit\":\"us\","
+           "\"pattern\":\"%s\",\"workers\":%" PRIu64 ",\"found\":%s}\n",
+           bench, m, pattern, width, found ? "true" : "false");
+    return m;
+}
+
+static int sweep_baseline(const struct opts *o, uint64_t width, double rate, double *metg)
+{
+    double g[MAX_POINTS];
+    struct point pts[MAX_POINTS];
+    /* past --min-grain (down to a hundredth of it) until the efficiency falls below 0.5,
+     * so the baseline's METG is found and the ratio means something */
+    int n = make_grains(o, o->min_grain / 100, g), ran = 0;
+    double prev_g = 0, prev_step = 0;
+    for (int k = 0; k < n; k++) {
+        if (g[k] < o->min_grain * (1 - 1e-9) && ran > 0 && pts[ran - 1].eff < 0.5)
+            break;
+        uint64_t iters = (uint64_t)llround(g[k] * rate);
+        uint64_t steps = choose_steps(o, width, g[k], prev_g, prev_step);
+        double wall = 0;
+        for (uint64_t r = 0; r < o->reps; r++) {
+            double w = baseline_run((uint32_t)width, steps, iters ? iters : 1);
+            wall = r == 0 || w < wall ? w : wall;
+        }
+        pts[k] = (struct point){g[k], (double)steps * g[k] * 1e-6 / wall};
+        ran = k + 1;
+        prev_g = g[k];
+        prev_step = wall * 1e6 / (double)steps;
+        printf("{\"bench\":\"metg_baseline\",\"metric\":\"efficiency\",\"value\":%.4f,"
+               "\"pattern\":\"barrier\",\"grain_us\":%.4g,\"tasks\":%" PRIu64
+               ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64 ",\"wall_s\":%.4f}\n",
+               pts[k].eff, g[k], steps * width, width, steps, wall);
+    }
+    *metg = print_metg("metg_baseline", "barrier", pts, ran, width);
+    return 0;
+}
+
+static int sweep_deed(deed_ctx_t *ctx, const struct opts *o, uint64_t width, double rate,
+                      int stencil, double base_metg)
+{
+    const char *pattern = stencil ? "stencil" : "nodep";
+    double g[MAX_POINTS];
+    struct point pts[MAX_POINTS];
+    int n = make_grains(o, o->min_grain, g);
+    struct sweep_ctx s = {.ctx = ctx, .width = width, .seed = 0x1234567, .stencil = stencil};
+    s.L = INFLIGHT_TASKS / width > 2 ? INFLIGHT_TASKS / width : 2;
+    s.refs = calloc(s.L * width, sizeof(*s.refs));
+    s.expect = calloc(s.L * width, sizeof(*s.expect));
+    if (s.refs == NULL || s.expect == NULL) {
+        free(s.refs);
+        free(s.expect);
+        return -1;
+    }
+    double prev_g = 0, prev_step = 0;
+    int status = 0;
+    for (int k = 0; k < n && status == 0; k++) {
+        double wall = 0, w;
+        s.iters = (uint64_t)llround(g[k] * rate);
+        s.iters = s.iters ? s.iters : 1;
+        s.steps = choose_steps(o, width, g[k], prev_g, prev_step);
+        for (uint64_t r = 0; r < o->reps && status == 0; r++) {
+            status = deed_point(&s, &w);
+            wall = r == 0 || w < wall ? w : wall;
+        }
+        if (status != 0)
+            break;
+        uint64_t tasks = s.steps * width;
+        pts[k] = (struct point){g[k], (double)s.steps * g[k] * 1e-6 / wall};
+        prev_g = g[k];
+        prev_step = wall * 1e6 / (double)s.steps;
+        printf("{\"bench\":\"metg\",\"metric\":\"efficiency\",\"value\":%.4f,\"pattern\":\"%s\","
+               "\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
+               ",\"wall_s\":%.4f,\"overhead_us\":%.3f}\n",
+               pts[k].eff, pattern, g[k], tasks, width, s.steps, wall,
+               wall * 1e6 * (double)width / (double)tasks - g[k]);
+    }
+    if (status == 0) {
+        double m = print_metg("metg", pattern, pts, n, width);
+        if (base_metg > 0)
+            printf("{\"bench\":\"metg\",\"metric\":\"metg50_over_baseline\",\"value\":%.3f,"
+                   "\"unit\":\"x\",\"pattern\":\"%s\",\"workers\":%" PRIu64 "}\n",
+                   m / base_metg, pattern, width);
+    }
+    free(s.refs);
+    free(s.expect);
+    return status;
+}
+
+/* ---- main ----------------------------------------------------------------------------------- */
+
+static void usage(const char *prog)
+{
+    fprintf(stderr,
+            "usage: %s [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]\n"
+            "          [--min-grain US] [--per-decade N] [--point-time S] [--reps R]\n"
+            "  --quick          a smoke run: grains 100..1 us, ~0.02 s per point\n"
+            "  --workers W      workers per rank, 1..1024 (default: the CPUs of this process)\n"
+            "  --pattern P      nodep, stencil or both (default both)\n"
+            "  --max-grain US   largest task duration, 0.01..1000000 us (default 1000)\n"
+            "  --min-grain US   smallest task duration, 0.01..1000000 us (default 0.2)\n"
+            "  --per-decade N   grains per decade, 1..20 (default 3)\n"
+            "  --point-time S   seconds per repetition of a point, 0.001..60 (default 0.1)\n"
+            "  --reps R         repetitions per point, the fastest counts, 1..100 (default 3;\n"
+            "                   quick 1)\n"
+            "One rank, or under deedrun -n P: rank 0 drives, width = W x P.\n",
+            prog);
+}
+
+static int parse_opts(int argc, char **argv, struct opts *o)
+{
+    *o = (struct opts){.workers = (uint64_t)bench_ncpus(), .max_grain = 1000, .min_grain = 0.2,
+                       .per_decade = 3, .point_time = 0.1, .reps = 3, .nodep = 1,
+                       .stencil = 1};
+    for (int i = 1; i < argc; i++) /* --quick sets the base; the other options override it */
+        if (strcmp(argv[i], "--quick") == 0) {
+            o->max_grain = 100;
+            o->min_grain = 1;
+            o->point_time = 0.02;
+            o->reps = 1;
+        }
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int rc = 0;
+        if (strcmp(a, "--quick") == 0)
+            continue;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(argv[0]);
+            exit(0);
+        }
+        if (strcmp(a, "--pattern") == 0) {
+            if (v && strcmp(v, "nodep") == 0)
+                o->nodep = 1, o->stencil = 0;
+            else if (v && strcmp(v, "stencil") == 0)
+                o->nodep = 0, o->stencil = 1;
+            else if (v && strcmp(v, "both") == 0)
+                o->nodep = 1, o->stencil = 1;
+            else {
+                fprintf(stderr, "%s: --pattern wants nodep, stencil or both, got '%s'\n",
+                        argv[0], v ? v : "(nothing)");
+                return -1;
+            }
+        } else if (strcmp(a, "--workers") == 0)
+            rc = bench_parse_u64(argv[0], a, v, 1, 1024, &o->workers);
+        else if (strcmp(a, "--max-grain") == 0)
+            rc = bench_parse_double(argv[0], a, v, 0.01, 1e6, &o->max_grain);
+        else if (strcmp(a, "--min-grain") == 0)
+            rc = bench_parse_double(argv[0], a, v, 0.01, 1e6, &o->min_grain);
+        else if (strcmp(a, "--per-decade") == 0)
+            rc = bench_parse_u64(argv[0], a, v, 1, 20, &o->per_decade);
+        else if (strcmp(a, "--point-time") == 0)
+            rc = bench_parse_double(argv[0], a, v, 0.001, 60, &o->point_time);
+        else if (strcmp(a, "--reps") == 0)
+            rc = bench_parse_u64(argv[0], a, v, 1, 100, &o->reps);
+        else {
+            fprintf(stderr, "%s: unknown option '%s' (see --help)\n", argv[0], a);
+            return -1;
+        }
+        if (rc != 0)
+            return -1;
+        i++;
+    }
+    if (o->min_grain > o->max_grain) {
+        fprintf(stderr, "%s: --min-grain (%g) is above --max-grain (%g)\n", argv[0],
+                o->min_grain, o->max_grain);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o;
+    if (parse_opts(argc, argv, &o) != 0)
+        return 2;
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    task_id = deed_task_id("bench_metg_task");
+
+    deed_config_t cfg;
+    deed_ctx_t *ctx;
+    deed_status_t rc = deed_config_default(&cfg);
+    if (rc == DEED_OK)
+        rc = deed_config_from_env(&cfg);
+    if (rc != DEED_OK) {
+        fprintf(stderr, "bench_metg: configuration: %s\n", deed_strerror(rc));
+        return 1;
+    }
+    cfg.num_workers = (uint32_t)o.workers;
+    if (cfg.max_threads < cfg.num_workers)
+        cfg.max_threads = cfg.num_workers;
+    rc = deed_init(&cfg, &ctx);
+    if (rc != DEED_OK) {
+        fprintf(stderr, "bench_metg: deed_init: %s\n", deed_strerror(rc));
+        return 1;
+    }
+    int status = 0;
+    if (deed_rank(ctx) == 0) {
+        uint64_t width = o.workers * (uint64_t)deed_nranks(ctx);
+        double base = 0;
+        if (bench_ping_ranks(ctx) != 0)
+            goto fail;
+        double rate = calibrate();
+        printf("{\"bench\":\"metg\",\"metric\":\"spin_rate\",\"value\":%.2f,"
+               "\"unit\":\"iters/us\"}\n",
+               rate);
+        if (width > 1024) {
+            fprintf(stderr, "bench_metg: the baseline runs at most 1024 threads\n");
+            goto fail;
+        }
+        if (sweep_baseline(&o, width, rate, &base) != 0)
+            goto fail;
+        if (o.nodep && sweep_deed(ctx, &o, width, rate, 0, base) != 0)
+            goto fail;
+        if (o.stencil && sweep_deed(ctx, &o, width, rate, 1, base) != 0)
+            goto fail;
+        if (bench_release_ranks(ctx) != 0)
+            status = 1;
+    } else {
+        bench_serve_until_released();
+    }
+    rc = deed_finalize(ctx);
+    if (rc != DEED_OK) {
+        fprintf(stderr, "bench_metg: deed_finalize: %s\n", deed_strerror(rc));
+        status = 1;
+    }
+    return status;
+fail:
+    fprintf(stderr, "bench_metg: failed\n");
+    fflush(stdout);
+    _exit(1); /* the runtime may be stuck; deedrun ends the other ranks */
+}
