@@ -67,6 +67,16 @@ int topo_open(struct topo *t)
         return DEED_ERR_INVALID_ARG;
     if ((rc = topo_init(t)) != DEED_OK)
         return rc;
+#if HWLOC_API_VERSION >= 0x00020100
+    /* The NICs and their locality come from sysfs (hwloc's linux component). The libpciaccess
+     * component ("pci") only adds names, is slower and leaks at exit; the GPU ones would load
+     * CUDA/OpenCL/ROCm libraries into every rank. */
+    static const char *const skip[] = {"pci", "opencl", "gl", "cuda", "nvml", "rsmi",
+                                       "levelzero"};
+    for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
+        hwloc_topology_set_components(t->topology, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
+                                      skip[i]);
+#endif
     if (hwloc_topology_load(t->topology) < 0) {
         log_error("topo: hwloc_topology_load failed: %s", strerror(errno));
         rc = DEED_ERR_UNSUPPORTED;
