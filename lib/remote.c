@@ -926,7 +926,13 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
         return 0; /* released meanwhile */
     o->locating = 0;
     if (o->state != OBJ_PENDING) {
-        owner_maybe_free(rt, o); /* known meanwhile (e.g. produced here): nothing to learn */
+        /* known meanwhile (e.g. produced here, or a pushed task brought its location):
+         * nothing to learn. But a fetch asked for while this LOCATE was out was skipped
+         * (remote_fetch does nothing while locating): start it now for whoever waits, or
+         * a get and a task on the row would wait forever */
+        if (o->state == OBJ_READY && o->where == WHERE_REMOTE && o->waiters.head)
+            remote_fetch(rt, o);
+        owner_maybe_free(rt, o);
         return 0;
     }
     if (kind == LOC_INLINE) {

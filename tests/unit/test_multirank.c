@@ -20,7 +20,10 @@
  *                  for byte, and checksummed by by-ref tasks on rank 1 and rank 0; then, per
  *                  size, a by-ref task on rank 0 submitted before its argument exists.
  *   three_ranks    (3 ranks) an 8 MiB object made on rank 1 (owned by rank 0) consumed
- *                  DEED_REF and DEED_FUT by tasks on rank 2 (pulled 1 -> 2, not via rank 0).
+ *                  DEED_REF and DEED_FUT by tasks on rank 2 (pulled 1 -> 2, not via rank 0);
+ *                  then twice with a slow producer (rank 2's LOCATE for the DEED_FUT
+ *                  consumer's get is still out when the DEED_REF task brings the location),
+ *                  each consumer submitted first once.
  *   borrower_chain (4 ranks) a future handed 0 -> 1 -> 2 -> 3 with nested submits, read on
  *                  rank 3; then a rank-2 task keeps (dups) the ref beyond its end, the driver
  *                  releases everything, and a later rank-2 task can still read it.
@@ -128,6 +131,7 @@ DEED_REGISTER(mr_square)
 struct make_arg {
     uint64_t size;
     uint64_t seed;
+    uint64_t delay_ms; /* sleep this long first (a slow producer) */
 };
 
 /* args: {size, seed}. Return 0: size bytes of tu_fill(seed), written in place; return 1:
@@ -139,6 +143,10 @@ static int mr_make(deed_task_t *task, const deed_arg_t *args, uint32_t nargs)
     if (nargs != 1 || args[0].size != sizeof(a))
         return deed_task_fail(task, 1, "mr_make: bad arguments");
     memcpy(&a, args[0].data, sizeof(a));
+    if (a.delay_ms) {
+        struct timespec ts = {(time_t)(a.delay_ms / 1000), (long)(a.delay_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     int rc = deed_task_return_alloc(task, 0, a.size, &buf);
     if (rc != DEED_OK)
         return deed_task_fail(task, 2, "mr_make: return_alloc(%llu): %s",
@@ -629,7 +637,7 @@ static void scn_large_objects(deed_ctx_t *ctx)
     const uint64_t sizes[] = {1 * KiB, 64 * KiB + 1, 1 * MiB, 16 * MiB, 64 * MiB};
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
         uint64_t S = sizes[k], seed = 1000 + k;
-        struct make_arg ma = {S, seed};
+        struct make_arg ma = {S, seed, 0};
         deed_arg_in_t in[1] = {DEED_VAL(&ma, sizeof(ma))};
         deed_ref_t mk[2];
         int rc = submit_on(ctx, "mr_make", 1, in, 1, mk, 2);
@@ -705,7 +713,7 @@ static void scn_large_objects(deed_ctx_t *ctx)
      * rank 1 (rank 0 learns the object's location from the reply, then must pull it). */
     for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]) && !g_stuck; k++) {
         uint64_t S = sizes[k], seed = 2000 + k;
-        struct make_arg ma = {S, seed};
+        struct make_arg ma = {S, seed, 0};
         deed_arg_in_t in[1] = {DEED_VAL(&ma, sizeof(ma))};
         deed_ref_t mk, sr;
         unsigned char *tmp = malloc(S);
@@ -739,10 +747,17 @@ static void scn_large_objects(deed_ctx_t *ctx)
 
 /* ---- scenario 3: three_ranks ---- */
 
-static void scn_three_ranks(deed_ctx_t *ctx)
+/* One round: the object made on rank 1 (after delay_ms), consumed on rank 2 by reference
+ * and as a future. With a slow producer, the future consumer runs at once and its deed_get
+ * asks the owner (LOCATE, answered only once the object exists); when the object appears,
+ * the owner pushes the by-ref task (submitted first, so woken first) with the location and
+ * then answers the LOCATE: rank 2 learns the location from the push while its LOCATE is
+ * still out, and must still start the pull (it once waited forever). fut_first: submit the
+ * future consumer first instead (the LOCATE answer then comes first). */
+static void three_ranks_round(deed_ctx_t *ctx, uint64_t delay_ms, int fut_first)
 {
-    const uint64_t S = 8 * MiB, seed = 77;
-    struct make_arg ma = {S, seed};
+    const uint64_t S = 8 * MiB, seed = 77 + delay_ms;
+    struct make_arg ma = {S, seed, delay_ms};
     deed_arg_in_t in[1] = {DEED_VAL(&ma, sizeof(ma))};
     deed_ref_t mk[2], rr, rf;
     deed_stats_t s0 = my_stats(ctx);
@@ -757,10 +772,19 @@ static void scn_three_ranks(deed_ctx_t *ctx)
         return;
     deed_arg_in_t a_ref[2] = {DEED_REF(mk[0]), DEED_VAL(&seed, sizeof(seed))};
     deed_arg_in_t a_fut[2] = {DEED_FUT(mk[0]), DEED_VAL(&seed, sizeof(seed))};
-    rc = submit_on(ctx, "mr_sum_ref", 2, a_ref, 2, &rr, 1);
-    CHECK(rc == DEED_OK, "sum_ref submit: %s", deed_strerror(rc));
-    rc = submit_on(ctx, "mr_sum_fut", 2, a_fut, 2, &rf, 1);
-    CHECK(rc == DEED_OK, "sum_fut submit: %s", deed_strerror(rc));
+    if (fut_first) {
+        rc = submit_on(ctx, "mr_sum_fut", 2, a_fut, 2, &rf, 1);
+        CHECK(rc == DEED_OK, "sum_fut submit: %s", deed_strerror(rc));
+        struct timespec ts = {0, 50 * 1000000L};
+        nanosleep(&ts, NULL);
+        rc = submit_on(ctx, "mr_sum_ref", 2, a_ref, 2, &rr, 1);
+        CHECK(rc == DEED_OK, "sum_ref submit: %s", deed_strerror(rc));
+    } else {
+        rc = submit_on(ctx, "mr_sum_ref", 2, a_ref, 2, &rr, 1);
+        CHECK(rc == DEED_OK, "sum_ref submit: %s", deed_strerror(rc));
+        rc = submit_on(ctx, "mr_sum_fut", 2, a_fut, 2, &rf, 1);
+        CHECK(rc == DEED_OK, "sum_fut submit: %s", deed_strerror(rc));
+    }
 
     int32_t where = -1;
     if (get_exact(ctx, mk[1], &where, sizeof(where), "make rank") == 0)
@@ -792,6 +816,15 @@ static void scn_three_ranks(deed_ctx_t *ctx)
           s1.pull_bytes - s0.pull_bytes);
     deed_ref_release(ctx, mk[0]);
     deed_ref_release(ctx, mk[1]);
+}
+
+static void scn_three_ranks(deed_ctx_t *ctx)
+{
+    three_ranks_round(ctx, 0, 0);
+    printf("%s: again with a slow producer\n", g_scn);
+    three_ranks_round(ctx, 300, 0);
+    printf("%s: again with a slow producer, the future consumer first\n", g_scn);
+    three_ranks_round(ctx, 300, 1);
 }
 
 /* ---- scenario 4: borrower_chain ---- */
@@ -845,7 +878,7 @@ static void scn_borrower_chain(deed_ctx_t *ctx)
     /* A': made by a task on rank 1 (not awaited), handed 0 -> 2 -> 3 -> 1, read on rank 1 */
     {
         uint64_t seed = 6;
-        struct make_arg ma = {S, seed};
+        struct make_arg ma = {S, seed, 0};
         deed_arg_in_t mi[1] = {DEED_VAL(&ma, sizeof(ma))};
         deed_ref_t mk, ret;
         tu_fill(buf, S, seed);
@@ -869,7 +902,7 @@ static void scn_borrower_chain(deed_ctx_t *ctx)
      * ends; the driver releases everything; later a task on rank 2 reads and releases it */
     {
         uint64_t seed = 7;
-        struct make_arg ma = {S, seed};
+        struct make_arg ma = {S, seed, 0};
         deed_arg_in_t mi[1] = {DEED_VAL(&ma, sizeof(ma))};
         deed_ref_t mk, ret;
         tu_fill(buf, S, seed);
