@@ -314,7 +314,7 @@ def rows_callgrind(res, prev):
         if d and p:
             ch = d["value"] / p["value"] - 1
             r.note = "%+.1f %% vs previous run" % (100 * ch)
-            r.ok = ch <= 0.05
+            r.ok = ch <= 0.10
         rows.append(r)
     return rows
 
@@ -572,7 +572,7 @@ def selftest():
     r = row("METG(50 %), stencil")
     check(r.ok is False and r.dask_txt == "missing", "METG stencil 25 us fails")
     r = row("instructions per task (callgrind), local, pipelined")
-    check(r.ok is False and "+10.0 %" in r.note, "10 % more instructions flagged")
+    check(r.ok is True and "+10.0 %" in r.note, "10 % more instructions tolerated (noise)")
     r = row("instructions per task (callgrind), remote")
     check(r.deed_txt == "failed", "failed callgrind step reported failed")
     check("| **FAIL**" in body and "**pass**" in body, "table has pass and FAIL cells")
