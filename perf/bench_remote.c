@@ -279,12 +279,11 @@ static uint64_t verify(const void *data, uint64_t size, uint64_t seed)
     return bad;
 }
 
-/* How rank 0 gets a pulled object. With the plain way (one blocking deed_get), a pull whose
- * one-sided get completes in place (shared memory: ucp_get_nbx completes inside the call)
- * finishes before deed_get's handler has registered its waiter (lib/api.c req_on_get calls
- * remote_fetch before wlist_add), so the wake-up is lost and the get hangs until its timeout.
- * By default the benchmark therefore "kicks" the pull with a polling deed_get (timeout 0)
- * and then blocks in deed_get; --plain-get times the single blocking call. */
+/* How rank 0 gets a pulled object. By default the benchmark "kicks" the pull with a polling
+ * deed_get (timeout 0) and then blocks in deed_get; --plain-get times one blocking call.
+ * (The kick once worked around a lost wake-up: a pull completing inside ucp_get_nbx finished
+ * before deed_get's waiter was registered. lib/api.c req_on_get now links the waiter
+ * first; --plain-get checks that it stays so: a timed-out get is reported below.) */
 static int o_plain_get;
 #define PLAIN_GET_US (10 * 1000000LL)
 
@@ -475,7 +474,7 @@ static void usage(const char *prog)
             "                 at 64 MiB (default 20)\n"
             "  --max-size B   largest pulled object, 64K..64M (default 67108864)\n"
             "  --plain-get    time one blocking deed_get per pull instead of a polling get\n"
-            "                 followed by a blocking one (see the source: a lost wake-up)\n"
+            "                 followed by a blocking one (see the source)\n"
             "  --verbose      progress with timestamps on stderr\n"
             "Rank 0 measures and prints JSON lines; rank 1 serves.\n",
             prog);
