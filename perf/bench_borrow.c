@@ -28,8 +28,9 @@
  * failed; 2 for bad options.
  *
  * usage: bench_borrow [--quick] [--tasks N] [--k LIST] [--window W] [--runs R] [--size BYTES]
- *                     [--pin]
- * (--k, --window, --runs, --size and --pin are additions to the CLI of the issue.)
+ *                     [--pin] [--inject-error]
+ * (--k, --window, --runs, --size, --pin and --inject-error are additions to the CLI of the
+ * issue.)
  */
 #include "benchutil.h"
 
@@ -50,7 +51,8 @@ struct opts {
     uint64_t size;   /* object bytes, a multiple of 8 */
     uint32_t ks[MAX_K];
     uint32_t nk;
-    int pin; /* borrower i pinned to rank i mod P */
+    int pin;    /* borrower i pinned to rank i mod P */
+    int inject; /* self-test: one reader per run gets a wrong index (the run must fail) */
 };
 
 /* What a reader loop (the driver's, or a borrower's) reports. */
@@ -63,6 +65,7 @@ struct read_sum {
 /* A borrower's share of the readers. */
 struct share {
     uint64_t first, count, window;
+    uint64_t inject; /* --inject-error: reader first+inject-1 is given the wrong index */
 };
 
 static inline uint64_t pattern(uint64_t i)
@@ -124,6 +127,8 @@ static deed_status_t read_loop(deed_ctx_t *ctx, deed_ref_t obj, uint64_t words,
         uint64_t n = sh->count - done < w ? sh->count - done : w;
         for (live = 0; live < n; live++) {
             uint64_t idx = sh->first + done + live;
+            if (sh->inject && done + live == sh->inject - 1)
+                idx++; /* self-test: this reader's sum will not be the expected one */
             deed_arg_in_t a[2] = {DEED_REF(obj), DEED_VAL(&idx, sizeof(idx))};
             rc = deed_submit(ctx, read_id, a, 2, &refs[live], 1);
             if (rc != DEED_OK)
@@ -144,7 +149,8 @@ static deed_status_t read_loop(deed_ctx_t *ctx, deed_ref_t obj, uint64_t words,
                 if (out->bad == 0)
                     fprintf(stderr, "bench_borrow: reader %" PRIu64 ": %s, sum %" PRIu64
                                     " (expected %" PRIu64 ")\n",
-                            idx, deed_strerror(g), s, expected_sum(idx, words));
+                            idx, g == DEED_OK ? "wrong sum" : deed_strerror(g), s,
+                            expected_sum(idx, words));
                 out->bad++;
             }
         }
@@ -205,7 +211,7 @@ static int run_once(deed_ctx_t *ctx, const struct opts *o, deed_ref_t obj, uint3
 
     double t0 = bench_now_ns();
     if (k == 0) {
-        struct share sh = {0, o->tasks, o->window};
+        struct share sh = {0, o->tasks, o->window, o->inject ? o->tasks / 2 + 1 : 0};
         rc = read_loop(ctx, obj, words, &sh, &total);
         if (rc != DEED_OK)
             goto out;
@@ -213,7 +219,7 @@ static int run_once(deed_ctx_t *ctx, const struct opts *o, deed_ref_t obj, uint3
         uint64_t first = 0;
         for (nrets = 0; nrets < k; nrets++) {
             uint64_t count = o->tasks / k + (nrets < o->tasks % k);
-            struct share sh = {first, count, o->window};
+            struct share sh = {first, count, o->window, o->inject && nrets == k - 1 ? count : 0};
             deed_arg_in_t a[2] = {DEED_FUT(obj), DEED_VAL(&sh, sizeof(sh))};
             deed_submit_opts_t so = DEED_SUBMIT_OPTS_INIT;
             if (o->pin)
@@ -321,7 +327,7 @@ static void usage(const char *prog)
 {
     fprintf(stderr,
             "usage: deedrun -n P %s [--quick] [--tasks N] [--k LIST] [--window W] [--runs R]\n"
-            "          [--size BYTES] [--pin]\n"
+            "          [--size BYTES] [--pin] [--inject-error]\n"
             "  --quick        small counts (a smoke run of a few seconds)\n"
             "  --tasks N      reader tasks per run, 1..100000000 (default 100000; quick 5000)\n"
             "  --k LIST       borrower counts, comma-separated, 0..%d; 0 = the driver submits\n"
@@ -331,6 +337,8 @@ static void usage(const char *prog)
             "  --size BYTES   size of the shared object, 64..1073741824, a multiple of 8\n"
             "                 (default 1048576)\n"
             "  --pin          pin borrower i to rank i mod P (default: placed by the runtime)\n"
+            "  --inject-error self-test: one reader per run reads the wrong words; the\n"
+            "                 checksum must catch it (exit status 1)\n"
             "Rank 0 drives and prints JSON lines; the other ranks serve.\n",
             prog, MAX_K);
 }
@@ -380,6 +388,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         }
         if (strcmp(a, "--pin") == 0) {
             o->pin = 1;
+            continue;
+        }
+        if (strcmp(a, "--inject-error") == 0) {
+            o->inject = 1;
             continue;
         }
         if (strcmp(a, "--tasks") == 0)

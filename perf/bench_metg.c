@@ -46,7 +46,8 @@
  *
  * usage: bench_metg [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]
  *                   [--min-grain US] [--per-decade N] [--point-time S] [--reps R]
- * (--pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
+ *                   [--inject-error]
+ * (--inject-error, --pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
  * CLI of the issue.)
  */
 #include "benchutil.h"
@@ -72,6 +73,7 @@ struct opts {
     double point_time; /* seconds per repetition of a point */
     uint64_t reps;     /* repetitions per point: the fastest counts */
     int nodep, stencil;
+    int inject; /* --inject-error */
 };
 
 /* ---- the work ----------------------------------------------------------------------------- */
@@ -274,6 +276,7 @@ struct sweep_ctx {
     uint64_t *expect;    /* L x width */
     uint64_t spun;       /* spin(seed, iters) */
     uint64_t wrong;      /* results that did not match */
+    int inject;          /* self-test: task (1, 0) is told it is (1, 1) */
 };
 
 /* Wait for step @p t (in its slot), check and release its results. */
@@ -306,7 +309,7 @@ static deed_status_t submit_step(struct sweep_ctx *s, uint64_t t)
     const deed_ref_t *pr = &s->refs[((t + s->L - 1) % s->L) * s->width];
     const uint64_t *pe = &s->expect[((t + s->L - 1) % s->L) * s->width];
     for (uint64_t i = 0; i < s->width; i++) {
-        struct task_spec spec = {s->iters, s->seed, t, i};
+        struct task_spec spec = {s->iters, s->seed, t, i + (s->inject && t == 1 && i == 0)};
         deed_arg_in_t a[4];
         uint32_t na = 1;
         uint64_t in_sum = 0;
@@ -422,7 +425,8 @@ static int sweep_deed(deed_ctx_t *ctx, const struct opts *o, uint64_t width, dou
     double g[MAX_POINTS];
     struct point pts[MAX_POINTS];
     int n = make_grains(o, o->min_grain, g);
-    struct sweep_ctx s = {.ctx = ctx, .width = width, .seed = 0x1234567, .stencil = stencil};
+    struct sweep_ctx s = {.ctx = ctx, .width = width, .seed = 0x1234567, .stencil = stencil,
+                          .inject = o->inject};
     s.L = INFLIGHT_TASKS / width > 2 ? INFLIGHT_TASKS / width : 2;
     s.refs = calloc(s.L * width, sizeof(*s.refs));
     s.expect = calloc(s.L * width, sizeof(*s.expect));
@@ -473,6 +477,7 @@ static void usage(const char *prog)
     fprintf(stderr,
             "usage: %s [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]\n"
             "          [--min-grain US] [--per-decade N] [--point-time S] [--reps R]\n"
+            "          [--inject-error]\n"
             "  --quick          a smoke run: grains 100..1 us, ~0.02 s per point\n"
             "  --workers W      workers per rank, 1..1024 (default: the CPUs of this process)\n"
             "  --pattern P      nodep, stencil or both (default both)\n"
@@ -482,6 +487,8 @@ static void usage(const char *prog)
             "  --point-time S   seconds per repetition of a point, 0.001..60 (default 0.1)\n"
             "  --reps R         repetitions per point, the fastest counts, 1..100 (default 3;\n"
             "                   quick 1)\n"
+            "  --inject-error   self-test: one task is given a wrong index; the check of the\n"
+            "                   results must catch it (exit status 1)\n"
             "One rank, or under deedrun -n P: rank 0 drives, width = W x P.\n",
             prog);
 }
@@ -506,6 +513,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(argv[0]);
             exit(0);
+        }
+        if (strcmp(a, "--inject-error") == 0) {
+            o->inject = 1;
+            continue;
         }
         if (strcmp(a, "--pattern") == 0) {
             if (v && strcmp(v, "nodep") == 0)

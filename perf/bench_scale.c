@@ -31,9 +31,9 @@
  *    both modes were run (--owners both, the default): the baseline of the same command.
  *
  * usage: bench_scale [--quick] [--owners spread|colocated|both] [--batches B] [--width M]
- *                    [--inflight K] [--runs R]
- * (--owners both, --batches, --width, --inflight and --runs are additions to the CLI of the
- * issue; the default runs both modes.)
+ *                    [--inflight K] [--runs R] [--inject-error]
+ * (--owners both, --batches, --width, --inflight, --runs and --inject-error are additions to
+ * the CLI of the issue; the default runs both modes.)
  */
 #include "benchutil.h"
 
@@ -53,12 +53,14 @@ struct opts {
     uint64_t inflight; /* unfinished batches a chain driver allows */
     uint64_t runs;     /* runs per mode (best and median reported) */
     int spread, colocated;
+    int inject; /* --inject-error */
 };
 
 /* What a chain driver is given. */
 struct chain_spec {
     uint64_t chain; /* chain number (the seed) */
     uint64_t batches, width, inflight;
+    uint64_t inject; /* self-test: work task 0 of batch 0 gets j = 1 (the chain goes wrong) */
 };
 
 static inline uint64_t mix(uint64_t x)
@@ -141,12 +143,14 @@ DEED_REGISTER_AS(aggregate, "bench_scale_agg")
 
 /* Submit one batch taking @p prev; *agg gets the aggregator's ref (counted). */
 static deed_status_t submit_batch(deed_ctx_t *ctx, deed_ref_t prev, uint64_t b, uint64_t width,
-                                  deed_ref_t *outs, deed_arg_in_t *aargs, deed_ref_t *agg)
+                                  int inject, deed_ref_t *outs, deed_arg_in_t *aargs,
+                                  deed_ref_t *agg)
 {
     deed_status_t rc = DEED_OK;
     uint64_t j;
     for (j = 0; j < width; j++) {
-        deed_arg_in_t a[2] = {DEED_REF(prev), DEED_VAL(&j, sizeof(j))};
+        uint64_t jj = j + (inject && b == 0 && j == 0);
+        deed_arg_in_t a[2] = {DEED_REF(prev), DEED_VAL(&jj, sizeof(jj))};
         rc = deed_submit(ctx, work_id, a, 2, &outs[j], 1);
         if (rc != DEED_OK)
             break;
@@ -193,7 +197,8 @@ static int chain(deed_task_t *task, const deed_arg_t *args, uint32_t nargs)
                 goto out;
         }
         deed_ref_t agg;
-        rc = submit_batch(ctx, ring[(head - 1) % n], b, s.width, outs, aargs, &agg);
+        rc = submit_batch(ctx, ring[(head - 1) % n], b, s.width, s.inject != 0, outs, aargs,
+                          &agg);
         if (rc == DEED_OK)
             ring[head++ % n] = agg;
     }
@@ -224,7 +229,8 @@ static int run_once(deed_ctx_t *ctx, const struct opts *o, int spread, double *s
 
     double t0 = bench_now_ns();
     for (nrets = 0; nrets < nranks; nrets++) {
-        struct chain_spec s = {(uint64_t)nrets, o->batches, o->width, o->inflight};
+        struct chain_spec s = {(uint64_t)nrets, o->batches, o->width, o->inflight,
+                               (uint64_t)(o->inject && nrets == nranks - 1)};
         deed_arg_in_t a = DEED_VAL(&s, sizeof(s));
         deed_submit_opts_t so = DEED_SUBMIT_OPTS_INIT;
         so.rank = spread ? nrets : 0;
@@ -247,7 +253,7 @@ static int run_once(deed_ctx_t *ctx, const struct opts *o, int spread, double *s
     *secs = (bench_now_ns() - t0) * 1e-9;
     status = 0;
     for (int c = 0; c < nranks; c++) {
-        struct chain_spec s = {(uint64_t)c, o->batches, o->width, o->inflight};
+        struct chain_spec s = {(uint64_t)c, o->batches, o->width, o->inflight, 0};
         uint64_t want = chain_expected(&s);
         if (got[c] != want) {
             fprintf(stderr, "bench_scale: chain %d ended with %" PRIu64 ", expected %" PRIu64 "\n",
@@ -312,7 +318,7 @@ static void usage(const char *prog)
 {
     fprintf(stderr,
             "usage: deedrun -n P %s [--quick] [--owners spread|colocated|both] [--batches B]\n"
-            "          [--width M] [--inflight K] [--runs R]\n"
+            "          [--width M] [--inflight K] [--runs R] [--inject-error]\n"
             "  --quick          small counts (a smoke run of a few seconds)\n"
             "  --owners MODE    spread: chain r driven (owned) by rank r; colocated: all P\n"
             "                   chains driven by rank 0; both (default): one after the other\n"
@@ -321,6 +327,8 @@ static void usage(const char *prog)
             "  --inflight K     unfinished batches a chain allows, 1..%d (default 4)\n"
             "  --runs R         runs per mode, best and median reported, 1..100 (default 3;\n"
             "                   quick 1)\n"
+            "  --inject-error   self-test: the last chain computes one wrong work value; the\n"
+            "                   check must catch it (exit status 1)\n"
             "Rank 0 measures and prints JSON lines; the other ranks serve.\n",
             prog, MAX_WIDTH, MAX_INFLIGHT);
 }
@@ -343,6 +351,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(argv[0]);
             exit(0);
+        }
+        if (strcmp(a, "--inject-error") == 0) {
+            o->inject = 1;
+            continue;
         }
         if (strcmp(a, "--owners") == 0) {
             if (v && strcmp(v, "spread") == 0)

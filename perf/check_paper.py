@@ -5,6 +5,7 @@ or without one) must be a JSON object with a string "bench", a string "metric" a
 number "value", and the lines the benchmark promises must be there.
 
 usage: check_paper.py borrow|scale|metg PROGRAM [ARGS...]
+       check_paper.py --expect-fail TEXT PROGRAM [ARGS...]
   borrow  a tasks_per_s line for each k of 0,1,2,4,8 (value > 0, same "tasks" and "ranks"),
           and a speedup_over_driver line for each k > 0
   scale   tasks_per_s lines for owners spread and colocated (value > 0, "ranks" = "chains"),
@@ -12,6 +13,8 @@ usage: check_paper.py borrow|scale|metg PROGRAM [ARGS...]
   metg    efficiency lines (0 < value <= 1.5) for nodep, stencil and the barrier baseline;
           a metg50 line for each (value > 0), a metg50_over_baseline for nodep and stencil
 Exits non-zero (with the reason) if the program fails, times out or a check fails.
+With --expect-fail (the --inject-error self-tests), the program must instead exit with
+status 1 and print TEXT on stderr: its own check of the results caught the wrong value.
 """
 import json
 import math
@@ -99,7 +102,26 @@ def check_metg(objs):
 CHECKS = {"borrow": check_borrow, "scale": check_scale, "metg": check_metg}
 
 
+def expect_fail(text, cmd):
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              timeout=100)
+    except subprocess.TimeoutExpired:
+        print("check_paper --expect-fail: timed out", file=sys.stderr)
+        return 1
+    sys.stdout.write(proc.stdout)
+    sys.stderr.write(proc.stderr)
+    if proc.returncode != 1 or text not in proc.stderr:
+        print(f"check_paper --expect-fail: wanted exit status 1 and {text!r} on stderr, got "
+              f"status {proc.returncode}", file=sys.stderr)
+        return 1
+    print(f"check_paper --expect-fail: the wrong result was caught ({text!r})", file=sys.stderr)
+    return 0
+
+
 def main():
+    if len(sys.argv) >= 4 and sys.argv[1] == "--expect-fail":
+        return expect_fail(sys.argv[2], sys.argv[3:])
     if len(sys.argv) < 3 or sys.argv[1] not in CHECKS:
         print(__doc__, file=sys.stderr)
         return 2
