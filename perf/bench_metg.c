@@ -34,10 +34,12 @@
  *    "workers":W,"found":true|false}
  *   {"bench":"metg","metric":"efficiency","value":e,"pattern":"nodep"|"stencil","grain_us":g,
  *    "tasks":n,"workers":W,"steps":T,"wall_s":s,"overhead_us":o}   per point, where
- *    overhead_us = wall * width / tasks - grain (runtime time per task on one worker)
+ *    overhead_us = wall * width / tasks - grain (runtime time per task on one worker),
+ *    rank0_share = the fraction of the task bodies that ran on rank 0
  *   {"bench":"metg","metric":"metg50","value":us,"unit":"us","pattern":P,"workers":W,
  *    "found":true|false}
- *   {"bench":"metg","metric":"metg50_over_baseline","value":x,"unit":"x","pattern":P,"workers":W}
+ *   {"bench":"metg","metric":"metg50_over_baseline","value":x,"unit":"x","pattern":P,"workers":W,
+ *    "found":true|false}                 (found: both METGs were found, not bounds)
  * "workers" is the width (all ranks). "found" is false when no grain reached 50% (value =
  * the largest grain swept) or every grain did (value = the smallest grain swept: METG is
  * at most that). Each point runs --reps times with the same T; the fastest run counts (the
@@ -377,17 +379,19 @@ static int make_grains(const struct opts *o, double min_grain, double *g)
 }
 
 static double print_metg(const char *bench, const char *pattern, const struct point *pts, int n,
-                         uint64_t width)
+                         uint64_t width, int *found_out)
 {
     int found;
     double m = metg50(pts, n, &found);
+    *found_out = found;
     printf("{\"bench\":\"%s\",\"metric\":\"metg50\",\"value\":%.4g,\"unit\":\"us\","
            "\"pattern\":\"%s\",\"workers\":%" PRIu64 ",\"found\":%s}\n",
            bench, m, pattern, width, found ? "true" : "false");
     return m;
 }
 
-static int sweep_baseline(const struct opts *o, uint64_t width, double rate, double *metg)
+static int sweep_baseline(const struct opts *o, uint64_t width, double rate, double *metg,
+                          int *found)
 {
     double g[MAX_POINTS];
     struct point pts[MAX_POINTS];
@@ -414,12 +418,12 @@ static int sweep_baseline(const struct opts *o, uint64_t width, double rate, dou
                ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64 ",\"wall_s\":%.4f}\n",
                pts[k].eff, g[k], steps * width, width, steps, wall);
     }
-    *metg = print_metg("metg_baseline", "barrier", pts, ran, width);
+    *metg = print_metg("metg_baseline", "barrier", pts, ran, width, found);
     return 0;
 }
 
 static int sweep_deed(deed_ctx_t *ctx, const struct opts *o, uint64_t width, double rate,
-                      int stencil, double base_metg)
+                      int stencil, double base_metg, int base_found)
 {
     const char *pattern = stencil ? "stencil" : "nodep";
     double g[MAX_POINTS];
@@ -442,28 +446,36 @@ static int sweep_deed(deed_ctx_t *ctx, const struct opts *o, uint64_t width, dou
         s.iters = (uint64_t)llround(g[k] * rate);
         s.iters = s.iters ? s.iters : 1;
         s.steps = choose_steps(o, width, g[k], prev_g, prev_step);
+        deed_stats_t st0, st1;
+        if (bench_stats(ctx, &st0) != 0)
+            status = -1;
         for (uint64_t r = 0; r < o->reps && status == 0; r++) {
             status = deed_point(&s, &w);
             wall = r == 0 || w < wall ? w : wall;
         }
-        if (status != 0)
+        if (status != 0 || bench_stats(ctx, &st1) != 0) {
+            status = -1;
             break;
+        }
         uint64_t tasks = s.steps * width;
         pts[k] = (struct point){g[k], (double)s.steps * g[k] * 1e-6 / wall};
         prev_g = g[k];
         prev_step = wall * 1e6 / (double)s.steps;
         printf("{\"bench\":\"metg\",\"metric\":\"efficiency\",\"value\":%.4f,\"pattern\":\"%s\","
                "\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
-               ",\"wall_s\":%.4f,\"overhead_us\":%.3f}\n",
+               ",\"wall_s\":%.4f,\"overhead_us\":%.3f,\"rank0_share\":%.3f}\n",
                pts[k].eff, pattern, g[k], tasks, width, s.steps, wall,
-               wall * 1e6 * (double)width / (double)tasks - g[k]);
+               wall * 1e6 * (double)width / (double)tasks - g[k],
+               (double)(st1.tasks_run - st0.tasks_run) / (double)(tasks * o->reps));
     }
     if (status == 0) {
-        double m = print_metg("metg", pattern, pts, n, width);
+        int found;
+        double m = print_metg("metg", pattern, pts, n, width, &found);
         if (base_metg > 0)
             printf("{\"bench\":\"metg\",\"metric\":\"metg50_over_baseline\",\"value\":%.3f,"
-                   "\"unit\":\"x\",\"pattern\":\"%s\",\"workers\":%" PRIu64 "}\n",
-                   m / base_metg, pattern, width);
+                   "\"unit\":\"x\",\"pattern\":\"%s\",\"workers\":%" PRIu64
+                   ",\"found\":%s}\n",
+                   m / base_metg, pattern, width, found && base_found ? "true" : "false");
     }
     free(s.refs);
     free(s.expect);
@@ -587,6 +599,7 @@ int main(int argc, char **argv)
     if (deed_rank(ctx) == 0) {
         uint64_t width = o.workers * (uint64_t)deed_nranks(ctx);
         double base = 0;
+        int base_found = 0;
         if (bench_ping_ranks(ctx) != 0)
             goto fail;
         double rate = calibrate();
@@ -597,11 +610,11 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_metg: the baseline runs at most 1024 threads\n");
             goto fail;
         }
-        if (sweep_baseline(&o, width, rate, &base) != 0)
+        if (sweep_baseline(&o, width, rate, &base, &base_found) != 0)
             goto fail;
-        if (o.nodep && sweep_deed(ctx, &o, width, rate, 0, base) != 0)
+        if (o.nodep && sweep_deed(ctx, &o, width, rate, 0, base, base_found) != 0)
             goto fail;
-        if (o.stencil && sweep_deed(ctx, &o, width, rate, 1, base) != 0)
+        if (o.stencil && sweep_deed(ctx, &o, width, rate, 1, base, base_found) != 0)
             goto fail;
         if (bench_release_ranks(ctx) != 0)
             status = 1;
