@@ -6,6 +6,7 @@
  */
 #include "topo.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,7 +59,28 @@ char *topo_env_nic(char *out, size_t len)
     return out;
 }
 
-int topo_open(struct topo *t)
+/* Whether the NICs can matter to placement: a NIC is configured, or the machine has an RDMA
+ * device (the only one is used when none is configured). Looking for the I/O devices costs
+ * some milliseconds of sysfs reads at every deed_init, so it is skipped when they cannot. */
+static int topo_nics_matter(const char *nic)
+{
+    DIR *d;
+    struct dirent *e;
+    int n = 0;
+
+    if (nic[0])
+        return 1;
+    d = opendir("/sys/class/infiniband");
+    if (!d)
+        return 0;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n > 0;
+}
+
+static int topo_open_machine(struct topo *t, int io)
 {
     hwloc_const_cpuset_t allowed;
     int rc;
@@ -67,6 +89,11 @@ int topo_open(struct topo *t)
         return DEED_ERR_INVALID_ARG;
     if ((rc = topo_init(t)) != DEED_OK)
         return rc;
+    topo_env_nic(t->nic, sizeof(t->nic));
+    if (io < 0)
+        io = topo_nics_matter(t->nic);
+    if (!io)
+        hwloc_topology_set_io_types_filter(t->topology, HWLOC_TYPE_FILTER_KEEP_NONE);
 #if HWLOC_API_VERSION >= 0x00020100
     /* The NICs and their locality come from sysfs (hwloc's linux component). The libpciaccess
      * component ("pci") only adds names, is slower and leaks at exit; the GPU ones would load
@@ -98,7 +125,6 @@ int topo_open(struct topo *t)
         if (hwloc_bitmap_iszero(t->cpuset))
             hwloc_bitmap_copy(t->cpuset, allowed);
     }
-    topo_env_nic(t->nic, sizeof(t->nic));
     if (t->nic[0] && !topo_find_nic(t->topology, t->nic))
         log_debug("topo: NIC '%s' (DEED_VERBS_DEVICE / UCX_NET_DEVICES) is not in the hwloc "
                   "topology; the store is placed by the rank's cpuset", t->nic);
@@ -107,6 +133,16 @@ int topo_open(struct topo *t)
 err:
     topo_reset(t);
     return rc;
+}
+
+int topo_open(struct topo *t)
+{
+    return topo_open_machine(t, -1);
+}
+
+int topo_open_all(struct topo *t)
+{
+    return topo_open_machine(t, 1);
 }
 
 /* After a successful load: the cpuset (NULL = the whole machine). */

@@ -24,9 +24,12 @@ struct topo {
     char nic[TOPO_NIC_MAX];   /* the configured NIC (topo_env_nic), "" = none configured */
 };
 
-/* Load the machine's topology (with I/O devices) and the process's current binding; nic is
- * set from the environment (topo_env_nic). */
+/* Load the machine's topology and the process's current binding; nic is set from the
+ * environment (topo_env_nic). The I/O devices (the NICs) are loaded when they can matter: a
+ * NIC is configured or the machine has an RDMA device (/sys/class/infiniband). */
 int topo_open(struct topo *t);
+/* The same, always with the I/O devices (deed-info, deedrun --report-bindings). */
+int topo_open_all(struct topo *t);
 /* Load a synthetic topology (e.g. "pack:2 numa:1 core:4 pu:2") with the given cpuset
  * (NULL = the whole machine); for tests and deed-info --synthetic. nic is "". */
 int topo_open_synthetic(struct topo *t, const char *desc, hwloc_const_cpuset_t cpuset);

@@ -526,7 +526,7 @@ int main(int argc, char **argv)
             return 1;
         }
     } else {
-        if (topo_open(&t) != DEED_OK) {
+        if (topo_open_all(&t) != DEED_OK) {
             fprintf(stderr, "deed-info: cannot load the hwloc topology of this machine\n");
             return 1;
         }

@@ -270,6 +270,48 @@ START_TEST(real_machine_open_plan_and_bind)
 }
 END_TEST
 
+START_TEST(real_machine_loads_nics_when_they_matter)
+{
+    struct topo all, t;
+    hwloc_obj_t dev = NULL;
+    char name[TOPO_NIC_MAX] = "";
+
+    unsetenv("DEED_VERBS_DEVICE");
+    unsetenv("UCX_NET_DEVICES");
+    ck_assert_int_eq(topo_open_all(&all), DEED_OK);
+    while ((dev = hwloc_get_next_osdev(all.topology, dev)))
+        if (dev->attr->osdev.type == HWLOC_OBJ_OSDEV_NETWORK ||
+            dev->attr->osdev.type == HWLOC_OBJ_OSDEV_OPENFABRICS)
+            break;
+    if (!dev) {
+        fprintf(stderr, "skipped: hwloc sees no NIC on this machine\n");
+        topo_close(&all);
+        return;
+    }
+    snprintf(name, sizeof(name), "%s", dev->name);
+    /* configured (UCX's device:port syntax): loaded, and the plan follows it */
+    setenv("UCX_NET_DEVICES", name, 1);
+    ck_assert_int_eq(topo_open(&t), DEED_OK);
+    ck_assert_str_eq(t.nic, name);
+    ck_assert_ptr_nonnull(topo_find_nic(t.topology, name));
+    topo_close(&t);
+    unsetenv("UCX_NET_DEVICES");
+    /* not configured: loaded only where an RDMA device could be the only one */
+    ck_assert_int_eq(topo_open(&t), DEED_OK);
+    ck_assert_str_eq(t.nic, "");
+    dev = NULL;
+    while ((dev = hwloc_get_next_osdev(all.topology, dev)))
+        if (dev->attr->osdev.type == HWLOC_OBJ_OSDEV_OPENFABRICS)
+            break;
+    if (dev)
+        ck_assert_ptr_nonnull(topo_find_nic(t.topology, name));
+    else
+        ck_assert_ptr_null(topo_find_nic(t.topology, name)); /* no RDMA device: no I/O load */
+    topo_close(&t);
+    topo_close(&all);
+}
+END_TEST
+
 START_TEST(bind_to_an_impossible_cpuset_is_not_fatal)
 {
     struct topo t;
@@ -706,6 +748,7 @@ static Suite *topo_suite(void)
     tcase_add_test(tc, cpuset_outside_the_machine_is_rejected);
     tcase_add_test(tc, real_machine_open_plan_and_bind);
     tcase_add_test(tc, bind_to_an_impossible_cpuset_is_not_fatal);
+    tcase_add_test(tc, real_machine_loads_nics_when_they_matter);
     tcase_add_test(tc, core_mode_1_2_4_ranks_on_two_numa_nodes_with_smt);
     tcase_add_test(tc, numa_mode_1_2_4_ranks_on_four_numa_nodes);
     tcase_add_test(tc, core_mode_4_ranks_on_four_numa_nodes_stay_on_their_node);
