@@ -9,7 +9,9 @@
  *             release. The driver owns every reader's return.
  *   k >= 1    the driver submits k borrower tasks that receive the object's ref as a future
  *             (DEED_FUT: each becomes a borrower); borrower i submits its share of the N
- *             readers (DEED_REF of the borrowed ref) the same way and returns a summary. The
+ *             readers (DEED_REF of the borrowed ref) the same way, in windows of W/k (so the
+ *             job has the same number of readers in flight for every k: the runtime's cost
+ *             per task grows with the tasks in flight, see docs), and returns a summary. The
  *             readers' returns are owned by the borrowers, wherever those run.
  * A reader sums 8 words of the object at an offset given by its index and returns the sum;
  * whoever waits for it compares the sum with the expected one, and rank 0 checks the job-wide
@@ -219,7 +221,8 @@ static int run_once(deed_ctx_t *ctx, const struct opts *o, deed_ref_t obj, uint3
         uint64_t first = 0;
         for (nrets = 0; nrets < k; nrets++) {
             uint64_t count = o->tasks / k + (nrets < o->tasks % k);
-            struct share sh = {first, count, o->window, o->inject && nrets == k - 1 ? count : 0};
+            uint64_t w = o->window / k ? o->window / k : 1; /* same total in flight as k=0 */
+            struct share sh = {first, count, w, o->inject && nrets == k - 1 ? count : 0};
             deed_arg_in_t a[2] = {DEED_FUT(obj), DEED_VAL(&sh, sizeof(sh))};
             deed_submit_opts_t so = DEED_SUBMIT_OPTS_INIT;
             if (o->pin)
@@ -332,7 +335,8 @@ static void usage(const char *prog)
             "  --tasks N      reader tasks per run, 1..100000000 (default 100000; quick 5000)\n"
             "  --k LIST       borrower counts, comma-separated, 0..%d; 0 = the driver submits\n"
             "                 every reader itself (default 0,1,2,4,8)\n"
-            "  --window W     readers submitted before each wait, 1..1000000 (default 5000)\n"
+            "  --window W     readers in flight: the driver (k=0) submits W before each wait,\n"
+            "                 each of k borrowers W/k; 1..1000000 (default 1000)\n"
             "  --runs R       runs per k, best and median reported, 1..100 (default 3; quick 1)\n"
             "  --size BYTES   size of the shared object, 64..1073741824, a multiple of 8\n"
             "                 (default 1048576)\n"
@@ -370,7 +374,7 @@ static int parse_k_list(const char *prog, const char *s, struct opts *o)
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
     static const uint32_t def_ks[] = {0, 1, 2, 4, 8};
-    *o = (struct opts){.tasks = 100000, .window = 5000, .runs = 3, .size = 1 << 20, .nk = 5};
+    *o = (struct opts){.tasks = 100000, .window = 1000, .runs = 3, .size = 1 << 20, .nk = 5};
     memcpy(o->ks, def_ks, sizeof(def_ks));
     for (int i = 1; i < argc; i++) /* --quick sets the base; the other options override it */
         if (strcmp(argv[i], "--quick") == 0) {
