@@ -24,7 +24,7 @@ void wbuf_reset(struct wbuf *b)
     b->msg_start = 0;
 }
 
-void wbuf_put(struct wbuf *b, const void *p, size_t n)
+void wbuf_put_slow(struct wbuf *b, const void *p, size_t n)
 {
     if (b->oom)
         return;

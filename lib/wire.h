@@ -49,7 +49,21 @@ struct wbuf {
 void wbuf_init(struct wbuf *b);
 void wbuf_free(struct wbuf *b);
 void wbuf_reset(struct wbuf *b);
-void wbuf_put(struct wbuf *b, const void *p, size_t n);
+/* Out of line: grows the buffer (or records oom), then appends. */
+void wbuf_put_slow(struct wbuf *b, const void *p, size_t n);
+/* Append n bytes. Inline: with a constant n the common case is one store (encoding a task
+ * push or reply writes ~30 fields; a call per field was ~10% of a remote task's
+ * instructions). */
+static inline void wbuf_put(struct wbuf *b, const void *p, size_t n)
+{
+    if (__builtin_expect(b->len + n <= b->cap && !b->oom, 1)) {
+        if (n)
+            memcpy(b->data + b->len, p, n);
+        b->len += n;
+        return;
+    }
+    wbuf_put_slow(b, p, n);
+}
 static inline void wbuf_u8(struct wbuf *b, uint8_t v) { wbuf_put(b, &v, 1); }
 static inline void wbuf_u16(struct wbuf *b, uint16_t v)
 {
