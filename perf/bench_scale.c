@@ -17,8 +17,8 @@
  * them: under a lease, spilled to ranks with free workers).
  *   --owners spread     chain r is driven on rank r, r = 0..P-1 (every rank owns one chain)
  *   --owners colocated  the P chains are all driven on rank 0 (rank 0 owns every task)
- * Rank 0 first runs a task pinned to each rank (all ranks up and connected), then starts
- * the clock, submits the P chain drivers, gets their P results, and stops the clock: the
+ * Rank 0 first runs a task pinned to each rank (all ranks up and connected) and one untimed
+ * short run (B/10 batches) of each mode, then per run starts the clock, submits the P chain drivers, gets their P results, and stops the clock: the
  * job-wide rate = P * B * (M + 1) / that time. Every chain's final aggregate is checked
  * against the value rank 0 computes sequentially (exit status 1 if one is wrong).
  *
@@ -277,6 +277,12 @@ static int drive(deed_ctx_t *ctx, const struct opts *o)
 
     if (secs == NULL || work_id == 0 || agg_id == 0 || chain_id == 0)
         goto out;
+    /* one untimed short run of each mode first (threads, connections, leases, allocator) */
+    struct opts warm = *o;
+    warm.batches = o->batches / 10 ? o->batches / 10 : 1;
+    for (int spread = 1; spread >= 0; spread--)
+        if ((spread ? o->spread : o->colocated) && run_once(ctx, &warm, spread, &secs[0]) != 0)
+            goto out;
     for (int spread = 1; spread >= 0; spread--) {
         if (!(spread ? o->spread : o->colocated))
             continue;
@@ -322,7 +328,7 @@ static void usage(const char *prog)
             "  --quick          small counts (a smoke run of a few seconds)\n"
             "  --owners MODE    spread: chain r driven (owned) by rank r; colocated: all P\n"
             "                   chains driven by rank 0; both (default): one after the other\n"
-            "  --batches B      batches per chain, 1..1000000 (default 200; quick 10)\n"
+            "  --batches B      batches per chain, 1..1000000 (default 1000; quick 10)\n"
             "  --width M        work tasks per batch, 1..%d (default 100; quick 20)\n"
             "  --inflight K     unfinished batches a chain allows, 1..%d (default 4)\n"
             "  --runs R         runs per mode, best and median reported, 1..100 (default 3;\n"
@@ -335,7 +341,7 @@ static void usage(const char *prog)
 
 static int parse_opts(int argc, char **argv, struct opts *o)
 {
-    *o = (struct opts){.batches = 200, .width = 100, .inflight = 4, .runs = 3, .spread = 1,
+    *o = (struct opts){.batches = 1000, .width = 100, .inflight = 4, .runs = 3, .spread = 1,
                        .colocated = 1};
     for (int i = 1; i < argc; i++) /* --quick sets the base; the other options override it */
         if (strcmp(argv[i], "--quick") == 0) {
