@@ -324,9 +324,12 @@ def rows_callgrind(res, prev):
         r = Row("instructions per task (callgrind), %s" % label, d and d["value"],
                 unit="instr", deed_txt=None if d else missing_txt(res, "callgrind"),
                 dask_txt="—", limit_txt="—", target="no regression")
-        if d and d.get("per_rank"):
-            r.deed_txt += " (%s per rank)" % " + ".join(fmt(x) for x in d["per_rank"])
-        if d and p:
+        if d and num(d.get("min")) and num(d.get("max")) and d.get("reps", 1) > 1:
+            r.deed_txt += " (%s..%s in %d runs)" % (fmt(d["min"]), fmt(d["max"]), d["reps"])
+        if d and p and (p.get("tasks") != d.get("tasks") or
+                        ("with_idle" in p) != ("with_idle" in d)):
+            r.note = "previous run not comparable (other task counts)"
+        elif d and p:
             ch = d["value"] / p["value"] - 1
             r.note = "%+.1f %% vs previous run" % (100 * ch)
             r.ok = ch <= 0.10
@@ -445,8 +448,14 @@ def plots(res, outdir):
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o",
                         color=color, label="%s %s" % (runtime, pat))
                 any_line = True
+    pts = sorted((o["grain_us"], o["value"]) for o in
+                 res.all("metg_baseline", "efficiency", pattern="barrier")
+                 if num(o.get("value")) and num(o.get("grain_us")) and o["grain_us"] > 0)
+    if pts and any_line:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], ":", marker=".", color="grey",
+                label="threads + barrier (no runtime)")
     if any_line:
-        ax.axhline(0.5, color="grey", lw=1, ls=":", label="50 %")
+        ax.axhline(0.5, color="black", lw=1, ls=":", label="50 %")
         ax.set_xscale("log")
         ax.set_xlabel("task grain (µs)")
         ax.set_ylabel("efficiency")
@@ -465,6 +474,7 @@ def plots(res, outdir):
         if rates:
             ks = sorted(rates)
             ax.plot(ks, [rates[k]["value"] for k in ks], style, label=runtime)
+            ax.set_xticks(ks)
             any_line = True
     if any_line:
         ax.set_yscale("log")
@@ -479,6 +489,7 @@ def plots(res, outdir):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     any_line = False
+    ranks = set()
     for label, runtime, owners, style in (("deed spread", "deed", "spread", "-o"),
                                           ("deed colocated", "deed", "colocated", "-^"),
                                           ("Dask", "dask", None, "--s")):
@@ -488,8 +499,10 @@ def plots(res, outdir):
                      if isinstance(o.get("ranks"), int) and num(o.get("value")))
         if pts:
             ax.plot([p[0] for p in pts], [p[1] for p in pts], style, label=label)
+            ranks.update(p[0] for p in pts)
             any_line = True
     if any_line:
+        ax.set_xticks(sorted(ranks))
         ax.set_yscale("log")
         ax.set_xlabel("ranks (Dask: workers)")
         ax.set_ylabel("tasks/s")
@@ -539,13 +552,17 @@ def selftest():
          "runtime": "dask"},
         {"bench": "callgrind", "metric": "instructions_per_task", "value": 3400,
          "path": "local_pipelined"},
+        {"bench": "callgrind", "metric": "instructions_per_task", "value": 5000,
+         "path": "local_sync", "tasks": [2, 6]},
         {"bench": "suite", "metric": "step_seconds", "value": 1, "step": "scale",
          "status": "missing", "note": "perf/bench_scale not built"},
         {"bench": "suite", "metric": "step_seconds", "value": 5, "step": "callgrind",
          "status": "failed"},
     ]
     prev = Results([{"bench": "callgrind", "metric": "instructions_per_task", "value": 3000,
-                     "path": "local_pipelined"}])
+                     "path": "local_pipelined"},
+                    {"bench": "callgrind", "metric": "instructions_per_task", "value": 3000,
+                     "path": "local_sync", "tasks": [1, 3]}])
     body, rows = section(Results(L), prev, [])
     by = {r.name.split(" (")[0] if not r.name.startswith("borrowing") else r.name: r
           for r in rows}
@@ -588,6 +605,8 @@ def selftest():
     check(r.ok is False and r.dask_txt == "missing", "METG stencil 25 us fails")
     r = row("instructions per task (callgrind), local, pipelined")
     check(r.ok is False and "+13.3 %" in r.note, "13 % more instructions flagged (> 10 %)")
+    r = row("instructions per task (callgrind), local, submit + get")
+    check(r.ok is None and "not comparable" in r.note, "other task counts not compared")
     r = row("instructions per task (callgrind), remote")
     check(r.deed_txt == "failed", "failed callgrind step reported failed")
     check("| **FAIL**" in body and "**pass**" in body, "table has pass and FAIL cells")
