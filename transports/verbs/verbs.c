@@ -614,7 +614,7 @@ static void on_recv(struct tp *tp, struct peer *p, struct rbuf *b, uint32_t byte
     }
     memcpy(&h, buf, HDR);
     if (h.src != p->rank || h.len != byte_len - HDR || h.len > h.total ||
-        (h.flags & (F_CREDIT | F_FIRST | F_LAST)) == 0) {
+        (h.flags & ~(F_CREDIT | F_FIRST | F_LAST)) != 0) {
         log_error("verbs transport: dropped a malformed SEND on rank %u's connection (src %u, "
                   "len %u of %u, %u bytes)",
                   p->rank, h.src, h.len, h.total, byte_len);
