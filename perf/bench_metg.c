@@ -48,8 +48,8 @@
  *
  * usage: bench_metg [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]
  *                   [--min-grain US] [--per-decade N] [--point-time S] [--reps R]
- *                   [--inject-error]
- * (--inject-error, --pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
+ *                   [--inject-error] [--no-baseline]
+ * (--inject-error, --no-baseline, --pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
  * CLI of the issue.)
  */
 #include "benchutil.h"
@@ -75,7 +75,8 @@ struct opts {
     double point_time; /* seconds per repetition of a point */
     uint64_t reps;     /* repetitions per point: the fastest counts */
     int nodep, stencil;
-    int inject; /* --inject-error */
+    int inject;      /* --inject-error */
+    int no_baseline; /* --no-baseline (profiling the runtime alone) */
 };
 
 /* ---- the work ----------------------------------------------------------------------------- */
@@ -489,7 +490,7 @@ static void usage(const char *prog)
     fprintf(stderr,
             "usage: %s [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]\n"
             "          [--min-grain US] [--per-decade N] [--point-time S] [--reps R]\n"
-            "          [--inject-error]\n"
+            "          [--inject-error] [--no-baseline]\n"
             "  --quick          a smoke run: grains 100..1 us, ~0.02 s per point\n"
             "  --workers W      workers per rank, 1..1024 (default: the CPUs of this process)\n"
             "  --pattern P      nodep, stencil or both (default both)\n"
@@ -501,6 +502,7 @@ static void usage(const char *prog)
             "                   quick 1)\n"
             "  --inject-error   self-test: one task is given a wrong index; the check of the\n"
             "                   results must catch it (exit status 1)\n"
+            "  --no-baseline    skip the pthread baseline (to profile the runtime alone)\n"
             "One rank, or under deedrun -n P: rank 0 drives, width = W x P.\n",
             prog);
 }
@@ -528,6 +530,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
         }
         if (strcmp(a, "--inject-error") == 0) {
             o->inject = 1;
+            continue;
+        }
+        if (strcmp(a, "--no-baseline") == 0) {
+            o->no_baseline = 1;
             continue;
         }
         if (strcmp(a, "--pattern") == 0) {
@@ -610,7 +616,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_metg: the baseline runs at most 1024 threads\n");
             goto fail;
         }
-        if (sweep_baseline(&o, width, rate, &base, &base_found) != 0)
+        if (!o.no_baseline && sweep_baseline(&o, width, rate, &base, &base_found) != 0)
             goto fail;
         if (o.nodep && sweep_deed(ctx, &o, width, rate, 0, base, base_found) != 0)
             goto fail;
