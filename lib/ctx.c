@@ -299,6 +299,7 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
     struct store_params sp = {
         .size = cfg.store_size,
         .numa_node = -1,
+        .topology = rt->topo_ok ? rt->topo.topology : NULL,
         .pin = 1,
         .tp_ops = rt->tp_ops,
         .tp = rt->tp,

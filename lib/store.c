@@ -333,7 +333,7 @@ static void seg_format(struct store *s, uint32_t i)
 
 int store_create(const struct store_params *p, struct store **out)
 {
-    hwloc_topology_t topo = NULL;
+    hwloc_topology_t topo = p ? p->topology : NULL; /* the rank's, or loaded by seg_bind */
     int warned_pin = 0, rc;
     uint64_t page, size, per, left;
     struct store *s;
@@ -375,7 +375,7 @@ int store_create(const struct store_params *p, struct store **out)
     }
     for (uint32_t i = 0; i < s->nsegs; i++)
         seg_format(s, i);
-    if (topo)
+    if (topo && topo != p->topology)
         hwloc_topology_destroy(topo);
     log_debug("store: %u segment(s), %llu bytes, numa_node %d, pin %d", s->nsegs,
               (unsigned long long)s->total, p->numa_node, p->pin);
@@ -383,7 +383,7 @@ int store_create(const struct store_params *p, struct store **out)
     return DEED_OK;
 
 err:
-    if (topo)
+    if (topo && topo != p->topology)
         hwloc_topology_destroy(topo);
     store_destroy(s);
     return rc;

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct hwloc_topology;
 struct tp;
 struct tp_ops;
 struct tp_mem;
@@ -25,6 +26,8 @@ struct store;
 struct store_params {
     uint64_t size;              /* total bytes (rounded up to the page size) */
     int numa_node;              /* hwloc NUMA node os_index to bind to, -1 = leave to the OS */
+    struct hwloc_topology *topology; /* loaded topology to bind with (the rank's, not taken
+                                      * over); NULL = the store loads one when it binds */
     int pin;                    /* 1: mlock the segments (falls back with a warning) */
     const struct tp_ops *tp_ops;/* may be NULL: no registration */
     struct tp *tp;

@@ -679,8 +679,9 @@ START_TEST(xml_errors_are_clean)
 }
 END_TEST
 
-/* The store binds every segment to the node it is given, whoever allocated the memory. */
-static void assert_store_bound(const struct tp_ops *ops, struct tp *tp)
+/* The store binds every segment to the node it is given, whoever allocated the memory, with
+ * the rank's topology (own) or one it loads itself. */
+static void assert_store_bound(const struct tp_ops *ops, struct tp *tp, int own)
 {
     struct topo t;
     struct store_params sp = {.size = 1 << 20, .numa_node = 0, .pin = 0, .tp_ops = ops, .tp = tp};
@@ -693,6 +694,7 @@ static void assert_store_bound(const struct tp_ops *ops, struct tp *tp)
 
     ck_assert_int_eq(topo_open(&t), DEED_OK);
     sp.numa_node = (int)hwloc_get_obj_by_type(t.topology, HWLOC_OBJ_NUMANODE, 0)->os_index;
+    sp.topology = own ? t.topology : NULL;
     ck_assert_int_eq(store_create(&sp, &s), DEED_OK);
     ck_assert_uint_ge(store_nsegments(s), 1);
     store_segment(s, 0, &base, &len, &mem);
@@ -702,13 +704,15 @@ static void assert_store_bound(const struct tp_ops *ops, struct tp *tp)
     ck_assert(hwloc_bitmap_isequal(nodes, hwloc_get_numanode_obj_by_os_index(
                                               t.topology, (unsigned)sp.numa_node)->nodeset));
     store_destroy(s);
+    ck_assert_int_eq(hwloc_get_nbobjs_by_type(t.topology, HWLOC_OBJ_PU) > 0, 1); /* not freed */
     topo_close(&t);
     hwloc_bitmap_free(nodes);
 }
 
 START_TEST(store_segments_are_bound_to_the_planned_node)
 {
-    assert_store_bound(NULL, NULL); /* mmap'ed by the store */
+    assert_store_bound(NULL, NULL, 0); /* mmap'ed by the store, its own topology */
+    assert_store_bound(NULL, NULL, 1); /* the rank's topology */
 }
 END_TEST
 
@@ -727,7 +731,8 @@ START_TEST(ucx_allocated_store_segments_are_bound_too)
         return;
     }
     ck_assert_int_eq(ops->init(&tpp, &tp), DEED_OK);
-    assert_store_bound(ops, tp); /* UCP_MEM_MAP_ALLOCATE, then bound */
+    assert_store_bound(ops, tp, 1); /* UCP_MEM_MAP_ALLOCATE, then bound */
+    assert_store_bound(ops, tp, 0);
     ops->fini(tp);
 }
 END_TEST
