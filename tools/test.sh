@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tools/test.sh — the whole test suite, exactly as CI runs it (.ci/run calls this script).
 #
-# usage: tools/test.sh [--no-asan] [--no-install] [--no-slurm] [--] [meson test arguments...]
+# usage: tools/test.sh [--no-asan] [--no-install] [--no-slurm] [--no-rxe] [--]
+#                      [meson test arguments...]
 #
 #   1. installs missing Debian packages (tools/deps.sh; silent when nothing is missing);
 #   2. build/       (debugoptimized, -Dwerror=true): configure, compile, meson test;
@@ -12,7 +13,11 @@
 #   5. slurm: slurm/cluster.sh start (a local one-host Slurm cluster; root only), then
 #      tests/slurm/run.sh build/ (sbatch, srun with the TCP and PMIx bootstraps, failure
 #      cases, mpirun of the MPI example), then slurm/cluster.sh stop (unless it was running
-#      before).
+#      before);
+#   6. rxe: tests/rxe/vm.sh --build build/ boots a throw-away soft-RoCE VM (QEMU, Debian
+#      kernel, rdma_rxe) and runs test_verbs and the multi-rank scenarios over the verbs
+#      transport and over UCX rc_verbs in it (a few minutes under TCG). SKIP where the VM
+#      cannot be set up (qemu or the kernel package cannot be installed).
 #
 # Every stage runs even when an earlier one failed (the install test needs build/ to
 # compile). The script ends with a summary and exits non-zero if anything failed.
@@ -33,17 +38,19 @@ cd "$root" || exit 1
 
 usage()
 {
-    sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 run_asan=1
 run_install=1
 run_slurm=1
+run_rxe=1
 while [ $# -gt 0 ]; do
     case "$1" in
     --no-asan) run_asan=0 ;;
     --no-install) run_install=0 ;;
     --no-slurm) run_slurm=0 ;;
+    --no-rxe) run_rxe=0 ;;
     -h | --help)
         usage
         exit 0
@@ -244,6 +251,36 @@ else
             record slurm FAIL "$p passed, $f failed, $s skipped (tests/slurm/run.sh)" $((SECONDS - t))
         else
             record slurm PASS "$p passed, $f failed, $s skipped (tests/slurm/run.sh)" $((SECONDS - t))
+        fi
+    fi
+fi
+
+if [ "$run_rxe" = 0 ]; then
+    record rxe SKIP "--no-rxe" 0
+elif [ "$build_ok" = 0 ]; then
+    record rxe SKIP "$build/ did not build" 0
+else
+    banner "rxe: tests/rxe/vm.sh --build $build (soft-RoCE VM: verbs and UCX rc_verbs)"
+    t=$SECONDS
+    rxe_log=$(mktemp)
+    tests/rxe/vm.sh --build "$build" 2>&1 | tee "$rxe_log"
+    rc=${PIPESTATUS[0]}
+    read -r p f < <(sed -n 's/^rxe: \([0-9]*\) passed, \([0-9]*\) failed.*/\1 \2/p' "$rxe_log")
+    rm -f "$rxe_log"
+    p=${p:-0} f=${f:-0}
+    if [ "$rc" -eq 77 ]; then
+        record rxe SKIP "the VM cannot be set up here (see above)" $((SECONDS - t))
+        total_skip=$((total_skip + 1))
+    else
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+            f=1 # the VM itself failed or timed out
+        fi
+        total_pass=$((total_pass + p))
+        total_fail=$((total_fail + f))
+        if [ "$rc" -ne 0 ] || [ "$f" -ne 0 ]; then
+            record rxe FAIL "$p passed, $f failed (tests/rxe/vm.sh, exit $rc)" $((SECONDS - t))
+        else
+            record rxe PASS "$p passed, $f failed (tests/rxe/vm.sh)" $((SECONDS - t))
         fi
     fi
 fi

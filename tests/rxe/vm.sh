@@ -4,7 +4,8 @@
 # usage: tests/rxe/vm.sh [--build DIR] [-- COMMAND...]
 #   With no COMMAND, runs the project's RDMA checks: tests/rxe/guest.sh DIR (DIR defaults to
 #   build/, configured and compiled here first if it has no test binaries).
-#   The exit status is the guest command's (255: the VM itself failed; 124: timed out).
+#   The exit status is the guest command's (255: the VM itself failed; 124: timed out; 77:
+#   the VM cannot be set up here: packages or the kernel could not be installed/downloaded).
 #
 # The VM: the stock Debian kernel (linux-image-amd64, unpacked, never installed), a busybox
 # initramfs, QEMU with TCG (portable; works where /dev/kvm is missing or a nested layer that a
@@ -30,6 +31,7 @@ work=${DEED_RXE_WORK:-${HOME:-/tmp}/.cache/deed-rxe}
 build=build
 say() { echo "[rxe $(date +%T)] $*" >&2; }
 die() { say "error: $*"; exit 255; }
+cannot() { say "cannot set up the VM here: $*"; exit 77; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -50,12 +52,12 @@ for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-    [ "${DEED_SKIP_DEPS:-0}" = 1 ] && die "missing packages: ${missing[*]}"
-    [ "$(id -u)" = 0 ] || die "missing packages (${missing[*]}) and not root to install them"
+    [ "${DEED_SKIP_DEPS:-0}" = 1 ] && cannot "missing packages: ${missing[*]}"
+    [ "$(id -u)" = 0 ] || cannot "missing packages (${missing[*]}) and not root to install them"
     say "apt-get install ${missing[*]}"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "${missing[@]}" >/dev/null
+    { apt-get update -qq >/dev/null &&
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            "${missing[@]}" >/dev/null; } || cannot "apt-get install ${missing[*]} failed"
 fi
 
 # ---- 2. the build to test ----------------------------------------------------------------------
@@ -70,12 +72,14 @@ fi
 
 # ---- 3. kernel and modules (unpacked into the cache) -----------------------------------------
 if [ ! -s "$work/kver" ]; then
-    apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -qq
-    kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-    [ -n "$kpkg" ] || die "cannot find the package behind linux-image-amd64"
+    apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -qq || true
+    kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+    [ -n "$kpkg" ] || cannot "no package behind linux-image-amd64 in the apt sources"
     say "downloading $kpkg"
     rm -rf "$work/kernel" "$work"/*.deb
-    (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg")
+    (cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "$kpkg") ||
+        cannot "apt-get download $kpkg failed"
     dpkg-deb -x "$work"/linux-image-*.deb "$work/kernel"
     rm -f "$work"/*.deb
     kv=$(ls "$work/kernel/lib/modules")

@@ -621,10 +621,10 @@ int main(void)
     const char *req = getenv("DEED_TEST_REQUIRE_VERBS");
 
     if (!tp_find("verbs")) {
-        fprintf(stderr, "test_verbs: SKIP: this build has no verbs transport (libibverbs and "
+        fprintf(stderr, "test_verbs: %s: this build has no verbs transport (libibverbs and "
                         "librdmacm not found; transports built: %s)\n",
-                tp_names());
-        return 77;
+                req && strcmp(req, "1") == 0 ? "FAIL" : "SKIP", tp_names());
+        return req && strcmp(req, "1") == 0 ? EXIT_FAILURE : 77;
     }
     tcase_add_test(cfg, config_errors);
     tcase_add_test(cfg, unknown_device);
