@@ -98,8 +98,7 @@ static int topo_open_machine(struct topo *t, int io)
     /* The NICs and their locality come from sysfs (hwloc's linux component). The libpciaccess
      * component ("pci") only adds names, is slower and leaks at exit; the GPU ones would load
      * CUDA/OpenCL/ROCm libraries into every rank. */
-    static const char *const skip[] = {"pci", "opencl", "gl", "cuda", "nvml", "rsmi",
-                                       "levelzero"};
+    static const char *const skip[] = {"pci", "opencl", "gl", "cuda", "nvml", "rsmi", "levelzero"};
     for (size_t i = 0; i < sizeof(skip) / sizeof(skip[0]); i++)
         hwloc_topology_set_components(t->topology, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST,
                                       skip[i]);
@@ -127,7 +126,8 @@ static int topo_open_machine(struct topo *t, int io)
     }
     if (t->nic[0] && !topo_find_nic(t->topology, t->nic))
         log_debug("topo: NIC '%s' (DEED_VERBS_DEVICE / UCX_NET_DEVICES) is not in the hwloc "
-                  "topology; the store is placed by the rank's cpuset", t->nic);
+                  "topology; the store is placed by the rank's cpuset",
+                  t->nic);
     return DEED_OK;
 
 err:
@@ -183,8 +183,7 @@ err:
     return rc;
 }
 
-int topo_open_xml(struct topo *t, const char *path, const char *buffer,
-                  hwloc_const_cpuset_t cpuset)
+int topo_open_xml(struct topo *t, const char *path, const char *buffer, hwloc_const_cpuset_t cpuset)
 {
     int rc;
 
@@ -228,8 +227,8 @@ uint32_t topo_ncores(const struct topo *t)
 
     if (!t || !t->topology || !t->cpuset)
         return 0;
-    type = hwloc_get_nbobjs_by_type(t->topology, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE
-                                                                      : HWLOC_OBJ_PU;
+    type =
+        hwloc_get_nbobjs_by_type(t->topology, HWLOC_OBJ_CORE) > 0 ? HWLOC_OBJ_CORE : HWLOC_OBJ_PU;
     while ((core = hwloc_get_next_obj_by_type(t->topology, type, core)))
         if (hwloc_bitmap_intersects(core->cpuset, t->cpuset))
             n++;

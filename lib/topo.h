@@ -20,8 +20,8 @@
 
 struct topo {
     hwloc_topology_t topology;
-    hwloc_cpuset_t cpuset;    /* the rank's allowed cpuset (process binding) */
-    char nic[TOPO_NIC_MAX];   /* the configured NIC (topo_env_nic), "" = none configured */
+    hwloc_cpuset_t cpuset;  /* the rank's allowed cpuset (process binding) */
+    char nic[TOPO_NIC_MAX]; /* the configured NIC (topo_env_nic), "" = none configured */
 };
 
 /* Load the machine's topology and the process's current binding; nic is set from the
@@ -54,31 +54,31 @@ enum topo_bind { TOPO_BIND_NONE = 0, TOPO_BIND_CORE, TOPO_BIND_NUMA };
 
 /* Why the store is bound where it is. */
 enum topo_store_why {
-    TOPO_STORE_NONE = 0,    /* no NUMA node covers the rank's cpuset: left to the OS */
-    TOPO_STORE_CPUSET,      /* no NIC known: the node holding most of the rank's cpuset */
-    TOPO_STORE_NIC,         /* the rank's node nearest the NIC */
-    TOPO_STORE_NIC_REMOTE,  /* NIC known but the rank has no core near it: as CPUSET */
+    TOPO_STORE_NONE = 0,   /* no NUMA node covers the rank's cpuset: left to the OS */
+    TOPO_STORE_CPUSET,     /* no NIC known: the node holding most of the rank's cpuset */
+    TOPO_STORE_NIC,        /* the rank's node nearest the NIC */
+    TOPO_STORE_NIC_REMOTE, /* NIC known but the rank has no core near it: as CPUSET */
 };
 
 struct topo_place_in {
     hwloc_const_cpuset_t cpuset; /* what the node's ranks may use; NULL = the allowed cpuset */
     enum topo_bind bind;
-    uint32_t local_rank;         /* this rank's index among the node's ranks */
-    uint32_t local_nranks;       /* ranks on the node (>= 1) */
-    uint32_t nworkers;           /* worker threads; 0 = one per core of the rank's cpuset */
-    const char *nic;             /* NIC name (mlx5_0, eth0); NULL or "" = the only RDMA
+    uint32_t local_rank;   /* this rank's index among the node's ranks */
+    uint32_t local_nranks; /* ranks on the node (>= 1) */
+    uint32_t nworkers;     /* worker threads; 0 = one per core of the rank's cpuset */
+    const char *nic;       /* NIC name (mlx5_0, eth0); NULL or "" = the only RDMA
                                   * (OpenFabrics) device of the topology, if exactly one */
 };
 
 struct topo_placement {
-    hwloc_cpuset_t rank_cpuset;  /* where the launcher binds the rank */
-    uint32_t ncores;             /* cores (PUs where there are none) in rank_cpuset */
+    hwloc_cpuset_t rank_cpuset; /* where the launcher binds the rank */
+    uint32_t ncores;            /* cores (PUs where there are none) in rank_cpuset */
     uint32_t nworkers;
-    hwloc_cpuset_t *workers;     /* [nworkers]: worker i's cpuset */
-    int store_node;              /* os_index of the store's NUMA node, -1 = leave to the OS */
+    hwloc_cpuset_t *workers; /* [nworkers]: worker i's cpuset */
+    int store_node;          /* os_index of the store's NUMA node, -1 = leave to the OS */
     enum topo_store_why store_why;
-    char nic[TOPO_NIC_MAX];      /* the NIC placement used, "" = none */
-    int nic_node;                /* os_index of the NUMA node nearest the NIC, -1 = unknown */
+    char nic[TOPO_NIC_MAX]; /* the NIC placement used, "" = none */
+    int nic_node;           /* os_index of the NUMA node nearest the NIC, -1 = unknown */
 };
 
 /*

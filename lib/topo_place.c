@@ -21,11 +21,15 @@ static hwloc_obj_type_t core_type(hwloc_topology_t topology)
 const char *topo_store_why_str(enum topo_store_why why)
 {
     switch (why) {
-    case TOPO_STORE_NONE: return "no NUMA node covers the rank";
-    case TOPO_STORE_CPUSET: return "the node holding most of the rank's PUs (no NIC known)";
-    case TOPO_STORE_NIC: return "the rank's node nearest the NIC";
-    case TOPO_STORE_NIC_REMOTE: return "the node holding most of the rank's PUs (the rank has "
-                                       "no PU near the NIC)";
+    case TOPO_STORE_NONE:
+        return "no NUMA node covers the rank";
+    case TOPO_STORE_CPUSET:
+        return "the node holding most of the rank's PUs (no NIC known)";
+    case TOPO_STORE_NIC:
+        return "the rank's node nearest the NIC";
+    case TOPO_STORE_NIC_REMOTE:
+        return "the node holding most of the rank's PUs (the rank has "
+               "no PU near the NIC)";
     }
     return "?";
 }
@@ -33,9 +37,12 @@ const char *topo_store_why_str(enum topo_store_why why)
 const char *topo_bind_str(enum topo_bind mode)
 {
     switch (mode) {
-    case TOPO_BIND_NONE: return "none";
-    case TOPO_BIND_CORE: return "core";
-    case TOPO_BIND_NUMA: return "numa";
+    case TOPO_BIND_NONE:
+        return "none";
+    case TOPO_BIND_CORE:
+        return "core";
+    case TOPO_BIND_NUMA:
+        return "numa";
     }
     return "?";
 }
@@ -132,8 +139,8 @@ int topo_nic_numa(hwloc_topology_t topology, hwloc_obj_t osdev)
 /* The NUMA nodes that are binding domains: meeting set, not a copy of an earlier node's
  * cpuset (HBM beside DRAM) and not containing another node's cpuset (CPU-less memory
  * attached higher up). Fills doms (capacity cap) and returns how many. */
-static uint32_t numa_domains(hwloc_topology_t topology, hwloc_const_cpuset_t set,
-                             hwloc_obj_t *doms, uint32_t cap)
+static uint32_t numa_domains(hwloc_topology_t topology, hwloc_const_cpuset_t set, hwloc_obj_t *doms,
+                             uint32_t cap)
 {
     hwloc_obj_t node = NULL;
     uint32_t n = 0;
@@ -246,9 +253,9 @@ static int plan_workers(hwloc_topology_t topology, struct topo_placement *p, uin
         goto out;
     }
     /* the store's node first, then node by node, then cores under no node */
-    store = p->store_node >= 0 ? hwloc_get_numanode_obj_by_os_index(topology,
-                                                                     (unsigned)p->store_node)
-                               : NULL;
+    store = p->store_node >= 0
+                ? hwloc_get_numanode_obj_by_os_index(topology, (unsigned)p->store_node)
+                : NULL;
     if (store && store->cpuset)
         list_cores(topology, type, p->rank_cpuset, store->cpuset, cores, listed, &k);
     while ((node = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, node)))
@@ -293,8 +300,7 @@ out:
 
 /* ---- the placement ---------------------------------------------------------------------- */
 
-int topo_place(hwloc_topology_t topology, const struct topo_place_in *in,
-               struct topo_placement *p)
+int topo_place(hwloc_topology_t topology, const struct topo_place_in *in, struct topo_placement *p)
 {
     hwloc_const_cpuset_t set, loc = NULL;
     hwloc_obj_t nic = NULL;

@@ -94,8 +94,8 @@ static bool is_opt(const char *a, const char *name)
 {
     size_t l = strlen(name);
 
-    return strncmp(a, name, l) == 0 && (a[l] == '\0' || a[l] == '=' ||
-                                        (strcmp(name, "-n") == 0 && a[l] >= '0' && a[l] <= '9'));
+    return strncmp(a, name, l) == 0 &&
+           (a[l] == '\0' || a[l] == '=' || (strcmp(name, "-n") == 0 && a[l] >= '0' && a[l] <= '9'));
 }
 
 static uint32_t parse_count(const char *v, const char *opt, uint32_t min, uint32_t max)
@@ -106,8 +106,8 @@ static uint32_t parse_count(const char *v, const char *opt, uint32_t min, uint32
     errno = 0;
     x = v && *v >= '0' && *v <= '9' ? strtoull(v, &end, 10) : 0;
     if (!v || *v < '0' || *v > '9' || errno || *end || x < min || x > max)
-        die_usage("%s needs an integer from %u to %u%s%s%s", opt, min, max,
-                  v ? ", not '" : "", v ? v : "", v ? "'" : "");
+        die_usage("%s needs an integer from %u to %u%s%s%s", opt, min, max, v ? ", not '" : "",
+                  v ? v : "", v ? "'" : "");
     return (uint32_t)x;
 }
 
@@ -133,12 +133,12 @@ static void parse_opts(int argc, char **argv, struct opts *o)
             else if (v && strcmp(v, "numa") == 0)
                 o->bind = TOPO_BIND_NUMA;
             else
-                die_usage("--bind needs none, core or numa%s%s%s", v ? ", not '" : "",
-                          v ? v : "", v ? "'" : "");
+                die_usage("--bind needs none, core or numa%s%s%s", v ? ", not '" : "", v ? v : "",
+                          v ? "'" : "");
             o->have_bind = true;
         } else if (is_opt(a, "--workers")) {
-            o->workers = parse_count(opt_value(argc, argv, &i, "--workers"), "--workers", 0,
-                                     1u << 16);
+            o->workers =
+                parse_count(opt_value(argc, argv, &i, "--workers"), "--workers", 0, 1u << 16);
         } else if (is_opt(a, "--nic")) {
             o->nic = opt_value(argc, argv, &i, "--nic");
             if (!o->nic || !*o->nic || strlen(o->nic) >= TOPO_NIC_MAX)
@@ -291,7 +291,8 @@ static void show_verbs(const struct opts *o)
                     printf("%s{\"port\":%u,\"state\":", p ? "," : "", pt->num);
                     info_json_str(stdout, pt->state);
                     printf(",\"link_layer\":\"%s\",\"lid\":%u,\"active_mtu\":%d,\"ngids\":%u,"
-                           "\"gids\":[", pt->link_layer, pt->lid, pt->active_mtu, pt->ngids);
+                           "\"gids\":[",
+                           pt->link_layer, pt->lid, pt->active_mtu, pt->ngids);
                     for (unsigned g = 0; g < pt->ngids && g < INFO_GIDS; g++)
                         printf("%s\"%s\"", g ? "," : "", pt->gids[g]);
                     printf("]}");
@@ -361,7 +362,8 @@ static void show_topology(const struct opts *o, const struct topo *t, const char
                hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PU), str ? str : "");
     } else {
         printf("\ntopology (%s): %d package%s, %d NUMA node%s, %d cores, %d PUs; this process "
-               "may use PUs %s\n", source, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE),
+               "may use PUs %s\n",
+               source, hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE),
                hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_PACKAGE) == 1 ? "" : "s",
                hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE),
                hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_NUMANODE) == 1 ? "" : "s",
@@ -380,8 +382,8 @@ static void show_topology(const struct opts *o, const struct topo *t, const char
                    count_in(topo, HWLOC_OBJ_CORE, set));
         else
             printf("  NUMA node %u: %llu MiB, PUs %s (%u cores)%s%s\n", node->os_index, mib,
-                   str ? str : "?", count_in(topo, HWLOC_OBJ_CORE, set),
-                   node->subtype ? ", " : "", node->subtype ? node->subtype : "");
+                   str ? str : "?", count_in(topo, HWLOC_OBJ_CORE, set), node->subtype ? ", " : "",
+                   node->subtype ? node->subtype : "");
         free(str);
         first = false;
     }
@@ -397,8 +399,7 @@ static void show_topology(const struct opts *o, const struct topo *t, const char
         if (o->json) {
             printf("%s{\"name\":", first ? "" : ",");
             info_json_str(stdout, dev->name);
-            printf(",\"kind\":\"%s\",\"numa_node\":%d}", nic_kind(dev),
-                   topo_nic_numa(topo, dev));
+            printf(",\"kind\":\"%s\",\"numa_node\":%d}", nic_kind(dev), topo_nic_numa(topo, dev));
         } else {
             int nn = topo_nic_numa(topo, dev);
             printf("%s %s (%s, ", first ? "" : ",", dev->name, nic_kind(dev));
@@ -431,8 +432,8 @@ static int show_placement(const struct opts *o, const struct topo *t, const char
 {
     if (o->json) {
         printf(",\"placement\":{\"for\":\"%s\",\"nranks\":%u,\"bind\":\"%s\",\"workers\":%u,"
-               "\"nic_requested\":", this_process ? "this process" : "deedrun", o->n,
-               topo_bind_str(o->bind), o->workers);
+               "\"nic_requested\":",
+               this_process ? "this process" : "deedrun", o->n, topo_bind_str(o->bind), o->workers);
         info_json_str(stdout, nic ? nic : "");
         printf(",\"ranks\":[");
     } else if (this_process) {
@@ -445,23 +446,30 @@ static int show_placement(const struct opts *o, const struct topo *t, const char
                nic && *nic ? nic : "auto: the only RDMA device");
     }
     for (uint32_t r = 0; r < o->n; r++) {
-        struct topo_place_in in = {.cpuset = t->cpuset, .bind = o->bind, .local_rank = r,
-                                   .local_nranks = o->n, .nworkers = o->workers, .nic = nic};
+        struct topo_place_in in = {.cpuset = t->cpuset,
+                                   .bind = o->bind,
+                                   .local_rank = r,
+                                   .local_nranks = o->n,
+                                   .nworkers = o->workers,
+                                   .nic = nic};
         struct topo_placement p;
         int rc = topo_place(t->topology, &in, &p);
 
         if (rc != DEED_OK) {
             if (o->json)
                 printf("]}}\n");
-            fprintf(stderr, "deed-info: no placement for rank %u: %s (the cpuset has no core "
-                            "of the topology?)\n", r, deed_strerror(rc));
+            fprintf(stderr,
+                    "deed-info: no placement for rank %u: %s (the cpuset has no core "
+                    "of the topology?)\n",
+                    r, deed_strerror(rc));
             return 1;
         }
         if (o->json) {
             char *str = NULL;
             hwloc_bitmap_list_asprintf(&str, p.rank_cpuset);
             printf("%s{\"rank\":%u,\"cpuset\":\"%s\",\"cores\":%u,\"store_numa_node\":%d,"
-                   "\"store_why\":", r ? "," : "", r, str ? str : "", p.ncores, p.store_node);
+                   "\"store_why\":",
+                   r ? "," : "", r, str ? str : "", p.ncores, p.store_node);
             free(str);
             info_json_str(stdout, topo_store_why_str(p.store_why));
             printf(",\"nic\":");
@@ -491,8 +499,7 @@ static int show_placement(const struct opts *o, const struct topo *t, const char
     if (o->json)
         printf("]}");
     if (!o->json && nic && *nic && !topo_find_nic(t->topology, nic))
-        printf("  note: NIC '%s' is not in the topology; the store follows the rank's PUs\n",
-               nic);
+        printf("  note: NIC '%s' is not in the topology; the store follows the rank's PUs\n", nic);
     return 0;
 }
 
@@ -513,16 +520,20 @@ int main(int argc, char **argv)
         rc = topo_open_synthetic(&t, o.synthetic, NULL);
         snprintf(source, sizeof(source), "synthetic \"%s\"", o.synthetic);
         if (rc != DEED_OK) {
-            fprintf(stderr, "deed-info: --synthetic '%s' is not an hwloc synthetic description "
-                            "(e.g. \"pack:2 numa:1 core:8 pu:2\")\n", o.synthetic);
+            fprintf(stderr,
+                    "deed-info: --synthetic '%s' is not an hwloc synthetic description "
+                    "(e.g. \"pack:2 numa:1 core:8 pu:2\")\n",
+                    o.synthetic);
             return 1;
         }
     } else if (o.xml) {
         rc = topo_open_xml(&t, o.xml, NULL, NULL);
         snprintf(source, sizeof(source), "XML file %s", o.xml);
         if (rc != DEED_OK) {
-            fprintf(stderr, "deed-info: --xml %s: cannot load it as an hwloc XML topology "
-                            "(write one with: lstopo FILE.xml)\n", o.xml);
+            fprintf(stderr,
+                    "deed-info: --xml %s: cannot load it as an hwloc XML topology "
+                    "(write one with: lstopo FILE.xml)\n",
+                    o.xml);
             return 1;
         }
     } else {

@@ -21,8 +21,8 @@ struct info_ib_port {
     const char *state;      /* ibv_port_state_str */
     const char *link_layer; /* InfiniBand, Ethernet */
     unsigned lid;
-    int active_mtu;         /* bytes */
-    unsigned ngids;         /* non-zero entries of the GID table (first INFO_GIDS shown) */
+    int active_mtu; /* bytes */
+    unsigned ngids; /* non-zero entries of the GID table (first INFO_GIDS shown) */
     char gids[4][40];
 };
 #define INFO_GIDS 4
@@ -33,7 +33,7 @@ struct info_ib_dev {
     char node_guid[24];
     unsigned nports; /* shown: at most INFO_PORTS */
     struct info_ib_port ports[INFO_PORTS];
-    char error[96];  /* "" or why it could not be opened/queried */
+    char error[96]; /* "" or why it could not be opened/queried */
 };
 
 /* UCX's version string ("" when UCX is not built in) and the transport resources UCT

@@ -39,11 +39,16 @@ void info_json_str(FILE *f, const char *s)
 static const char *ucx_kind(uct_device_type_t t)
 {
     switch (t) {
-    case UCT_DEVICE_TYPE_NET: return "net";
-    case UCT_DEVICE_TYPE_SHM: return "shm";
-    case UCT_DEVICE_TYPE_ACC: return "acc";
-    case UCT_DEVICE_TYPE_SELF: return "self";
-    default: return "?";
+    case UCT_DEVICE_TYPE_NET:
+        return "net";
+    case UCT_DEVICE_TYPE_SHM:
+        return "shm";
+    case UCT_DEVICE_TYPE_ACC:
+        return "acc";
+    case UCT_DEVICE_TYPE_SELF:
+        return "self";
+    default:
+        return "?";
     }
 }
 
@@ -89,8 +94,7 @@ static int ucx_md_devices(uct_component_h comp, const char *md_name, struct info
 }
 #endif
 
-int info_ucx_devices(struct info_ucx_dev **devs, char *version, size_t vlen, char *why,
-                     size_t wlen)
+int info_ucx_devices(struct info_ucx_dev **devs, char *version, size_t vlen, char *why, size_t wlen)
 {
     *devs = NULL;
     version[0] = '\0';
@@ -107,7 +111,8 @@ int info_ucx_devices(struct info_ucx_dev **devs, char *version, size_t vlen, cha
     for (unsigned c = 0; c < ncomps && rc == 0; c++) {
         uct_component_attr_t attr;
         memset(&attr, 0, sizeof(attr));
-        attr.field_mask = UCT_COMPONENT_ATTR_FIELD_NAME | UCT_COMPONENT_ATTR_FIELD_MD_RESOURCE_COUNT;
+        attr.field_mask =
+            UCT_COMPONENT_ATTR_FIELD_NAME | UCT_COMPONENT_ATTR_FIELD_MD_RESOURCE_COUNT;
         if (uct_component_query(comps[c], &attr) != UCS_OK || attr.md_resource_count == 0)
             continue;
         attr.md_resources = calloc(attr.md_resource_count, sizeof(*attr.md_resources));

@@ -250,7 +250,7 @@ START_TEST(real_machine_open_plan_and_bind)
     }
     /* the extra worker shares core 0 (a sibling PU of it where the machine has SMT) */
     ck_assert_ptr_eq(hwloc_get_next_obj_covering_cpuset_by_type(t.topology, plan.cpusets[0],
-                                                                 HWLOC_OBJ_CORE, NULL),
+                                                                HWLOC_OBJ_CORE, NULL),
                      hwloc_get_next_obj_covering_cpuset_by_type(t.topology, plan.cpusets[ncores],
                                                                 HWLOC_OBJ_CORE, NULL));
     if (hwloc_get_nbobjs_by_type(t.topology, HWLOC_OBJ_NUMANODE) > 0)
@@ -333,8 +333,12 @@ END_TEST
 static void place_ok(const struct topo *t, enum topo_bind bind, uint32_t r, uint32_t n,
                      uint32_t nworkers, const char *nic, struct topo_placement *p)
 {
-    struct topo_place_in in = {.cpuset = NULL, .bind = bind, .local_rank = r,
-                               .local_nranks = n, .nworkers = nworkers, .nic = nic};
+    struct topo_place_in in = {.cpuset = NULL,
+                               .bind = bind,
+                               .local_rank = r,
+                               .local_nranks = n,
+                               .nworkers = nworkers,
+                               .nic = nic};
 
     ck_assert_int_eq(topo_place(t->topology, &in, p), DEED_OK);
     ck_assert_ptr_nonnull(p->rank_cpuset);
@@ -543,11 +547,17 @@ END_TEST
 /* The machine of tests/unit/data/two_numa_nic.xml: 2 packages, each 1 NUMA node of 2 cores
  * x 2 PUs; eth0 on package 0, an InfiniBand HCA (mlx5_0, with its netdev ib0) behind a PCI
  * bridge on package 1, and eth1 on a host bridge attached to the machine (locality unknown). */
-#define SETS(c, n) " cpuset=\"" c "\" complete_cpuset=\"" c "\" nodeset=\"" n "\" complete_nodeset=\"" n "\""
+/* clang-format off */
+#define SETS(c, n)                                                                             \
+    " cpuset=\"" c "\" complete_cpuset=\"" c "\" nodeset=\"" n "\" complete_nodeset=\"" n "\""
 #define PU(i, c, n) "<object type=\"PU\" os_index=\"" i "\"" SETS(c, n) "/>"
 #define CORE(i, c, n) "<object type=\"Core\" os_index=\"" i "\"" SETS(c, n) ">"
-#define NODE(i, c, n) "<object type=\"NUMANode\" os_index=\"" i "\"" SETS(c, n) " local_memory=\"4294967296\"/>"
-#define PCI(bus, class) "<object type=\"Bridge\" bridge_type=\"0-1\" depth=\"0\" bridge_pci=\"0000:[00-00]\"><object type=\"PCIDev\" pci_busid=\"" bus "\" pci_type=\"" class " [15b3:101b] [15b3:0007] 00\">"
+#define NODE(i, c, n)                                                                          \
+    "<object type=\"NUMANode\" os_index=\"" i "\"" SETS(c, n) " local_memory=\"4294967296\"/>"
+#define PCI(bus, class)                                                                        \
+    "<object type=\"Bridge\" bridge_type=\"0-1\" depth=\"0\" bridge_pci=\"0000:[00-00]\">"      \
+    "<object type=\"PCIDev\" pci_busid=\"" bus "\" pci_type=\"" class                          \
+    " [15b3:101b] [15b3:0007] 00\">"
 #define OSDEV(name, type) "<object type=\"OSDev\" name=\"" name "\" osdev_type=\"" type "\"/>"
 #define END "</object>"
 static const char nic_xml[] =
@@ -564,6 +574,7 @@ static const char nic_xml[] =
     PCI("0000:81:00.0", "0207") OSDEV("mlx5_0", "3") OSDEV("ib0", "2") END END END
     PCI("0001:00:02.0", "0200") OSDEV("eth1", "2") END END
     END "</topology>\n";
+/* clang-format on */
 
 START_TEST(store_goes_to_the_numa_node_of_the_nic)
 {
@@ -698,11 +709,11 @@ static void assert_store_bound(const struct tp_ops *ops, struct tp *tp, int own)
     ck_assert_int_eq(store_create(&sp, &s), DEED_OK);
     ck_assert_uint_ge(store_nsegments(s), 1);
     store_segment(s, 0, &base, &len, &mem);
-    ck_assert_int_eq(hwloc_get_area_membind(t.topology, base, len, nodes, &policy,
-                                            HWLOC_MEMBIND_BYNODESET), 0);
+    ck_assert_int_eq(
+        hwloc_get_area_membind(t.topology, base, len, nodes, &policy, HWLOC_MEMBIND_BYNODESET), 0);
     ck_assert_int_eq(policy, HWLOC_MEMBIND_BIND);
-    ck_assert(hwloc_bitmap_isequal(nodes, hwloc_get_numanode_obj_by_os_index(
-                                              t.topology, (unsigned)sp.numa_node)->nodeset));
+    ck_assert(hwloc_bitmap_isequal(
+        nodes, hwloc_get_numanode_obj_by_os_index(t.topology, (unsigned)sp.numa_node)->nodeset));
     store_destroy(s);
     ck_assert_int_eq(hwloc_get_nbobjs_by_type(t.topology, HWLOC_OBJ_PU) > 0, 1); /* not freed */
     topo_close(&t);
