@@ -1466,6 +1466,12 @@ static int verbs_arm(struct tp *tp)
         return DEED_ERR_INVALID_ARG;
     if (tp->fail || tp->nstash)
         return 1;
+    for (struct peer *p = tp->pend; p; p = p->pend_next) {
+        if (p->state == P_UP &&
+            ((p->out_head && can_send(tp, p, 0)) || (p->gq_head && p->sq_used < tp->sq_depth) ||
+             (p->ret >= (int)(tp->credits + 1) / 2 && can_send(tp, p, 1))))
+            return 1; /* queued output that can go now */
+    }
     if (ibv_req_notify_cq(tp->cq, 0) != 0) {
         log_error("verbs transport: arming the CQ failed");
         return DEED_ERR_TRANSPORT;
