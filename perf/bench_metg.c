@@ -48,8 +48,8 @@
  *
  * usage: bench_metg [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]
  *                   [--min-grain US] [--per-decade N] [--point-time S] [--reps R]
- *                   [--inject-error] [--no-baseline]
- * (--inject-error, --no-baseline, --pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
+ *                   [--inject-error] [--no-baseline] [--steps T]
+ * (--inject-error, --no-baseline, --steps, --pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
  * CLI of the issue.)
  */
 #include "benchutil.h"
@@ -77,6 +77,7 @@ struct opts {
     int nodep, stencil;
     int inject;      /* --inject-error */
     int no_baseline; /* --no-baseline (profiling the runtime alone) */
+    uint64_t steps;  /* --steps: T of every point (0 = chosen from --point-time) */
 };
 
 /* ---- the work ----------------------------------------------------------------------------- */
@@ -184,6 +185,8 @@ static double metg50(const struct point *pts, int n, int *found)
 static uint64_t choose_steps(const struct opts *o, uint64_t width, double g, double prev_g,
                              double prev_step_us)
 {
+    if (o->steps)
+        return o->steps;
     double est = g;
     if (prev_step_us > 0 && prev_step_us - prev_g > 0)
         est = g + (prev_step_us - prev_g);
@@ -490,7 +493,7 @@ static void usage(const char *prog)
     fprintf(stderr,
             "usage: %s [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]\n"
             "          [--min-grain US] [--per-decade N] [--point-time S] [--reps R]\n"
-            "          [--inject-error] [--no-baseline]\n"
+            "          [--inject-error] [--no-baseline] [--steps T]\n"
             "  --quick          a smoke run: grains 100..1 us, ~0.02 s per point\n"
             "  --workers W      workers per rank, 1..1024 (default: the CPUs of this process)\n"
             "  --pattern P      nodep, stencil or both (default both)\n"
@@ -503,6 +506,8 @@ static void usage(const char *prog)
             "  --inject-error   self-test: one task is given a wrong index; the check of the\n"
             "                   results must catch it (exit status 1)\n"
             "  --no-baseline    skip the pthread baseline (to profile the runtime alone)\n"
+            "  --steps T        T of every point, 1..100000000 (default: from --point-time;\n"
+            "                   for instruction counts under callgrind)\n"
             "One rank, or under deedrun -n P: rank 0 drives, width = W x P.\n",
             prog);
 }
@@ -558,6 +563,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             rc = bench_parse_u64(argv[0], a, v, 1, 20, &o->per_decade);
         else if (strcmp(a, "--point-time") == 0)
             rc = bench_parse_double(argv[0], a, v, 0.001, 60, &o->point_time);
+        else if (strcmp(a, "--steps") == 0)
+            rc = bench_parse_u64(argv[0], a, v, 1, 100000000, &o->steps);
         else if (strcmp(a, "--reps") == 0)
             rc = bench_parse_u64(argv[0], a, v, 1, 100, &o->reps);
         else {
