@@ -139,7 +139,8 @@ for path in local_pipelined local_sync remote; do
     echo "callgrind.sh: $path: $n1 and $n2 tasks under callgrind, $reps time(s)" >&2
     dirs=()
     for rep in $(seq "$reps"); do
-        if ! total $mode $n1 "$path.$rep" >/dev/null || ! total $mode $n2 "$path.$rep" >/dev/null
+        if ! total "$mode" "$n1" "$path.$rep" >/dev/null ||
+            ! total "$mode" "$n2" "$path.$rep" >/dev/null
         then
             dirs=()
             break

@@ -29,10 +29,11 @@
 # plots in docs/perf/*.png.
 # Exit status: 0 when every step ran (targets missed do not count; missing benchmarks do
 # not count), 1 when a step failed, 2 for bad options.
+# shellcheck disable=SC2317 # the do_* functions are called through step()
 set -uo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-build=build-perf
+build="build-perf"
 quick=0
 docs=1
 deps=1
@@ -51,7 +52,7 @@ while [ $# -gt 0 ]; do
         shift
         ;;
     -h | --help)
-        sed -n '2,/^set -uo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
+        sed -n '2,/^# shellcheck/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'
         exit 0
         ;;
     *) echo "suite.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
@@ -104,7 +105,7 @@ step() {
     sed -n 's/^\(\[0\] \)\{0,1\}\({".*}\)[[:space:]]*$/\2/p' "$tmp/step.out" >>"$out"
     grep -v '^\(\[0\] \)\{0,1\}{".*}[[:space:]]*$' "$tmp/step.out" >>"$log" || true
     local dt=$((SECONDS - t0))
-    record_step "$name" "$status" "$dt" "$(cat "$tmp/note" 2>/dev/null | tr -d '"\\\n')"
+    record_step "$name" "$status" "$dt" "$(tr -d '"\\\n' 2>/dev/null <"$tmp/note")"
     rm -f "$tmp/note"
     case $status in
     ok) echo "$dt s" >&2 ;;
@@ -127,8 +128,8 @@ deedrun() { "$build/tools/deedrun" "$@"; }
 # ---- steps ------------------------------------------------------------------------------
 
 do_setup() {
-    if [ $deps = 1 ]; then
-        # shellcheck source=../tools/deps.sh
+    if [ "$deps" = 1 ]; then
+        # shellcheck source=tools/deps.sh
         . "$root/tools/deps.sh" || return 1
         DEED_PACKAGES+=(python3-distributed python3-matplotlib valgrind ucx-utils)
         deed_deps_ensure >&2 || return 1
@@ -216,10 +217,10 @@ do_scale() {
     need perf/bench_scale || return 3
     local p rc=0
     for p in 1 2 4; do
-        DEED_STORE_SIZE=${DEED_STORE_SIZE:-256M} deedrun -n $p "$build/perf/bench_scale" \
+        DEED_STORE_SIZE=${DEED_STORE_SIZE:-256M} deedrun -n "$p" "$build/perf/bench_scale" \
             --owners both "${qarg[@]}" || rc=1
     done
-    return $rc
+    return "$rc"
 }
 
 do_metg() {
@@ -244,7 +245,7 @@ do_callgrind() {
 do_report() {
     local args=("$out")
     [ -s "$prev" ] && args+=(--previous "$prev")
-    if [ $docs = 1 ]; then
+    if [ "$docs" = 1 ]; then
         args+=(--docs "$root/docs/performance.md" --plots "$root/docs/perf")
     fi
     /usr/bin/python3 "$root/perf/report.py" "${args[@]}" >"$tmp/table.md"
