@@ -547,7 +547,11 @@ def selftest():
         {"bench": "metg", "metric": "efficiency", "value": 0.3, "pattern": "nodep",
          "grain_us": 1},
         {"bench": "metg", "metric": "metg50", "value": 8.0, "pattern": "nodep"},
-        {"bench": "metg", "metric": "metg50", "value": 25.0, "pattern": "stencil"},
+        {"bench": "metg", "metric": "efficiency", "value": 0.3, "pattern": "stencil",
+         "grain_us": 1000},
+        {"bench": "metg", "metric": "metg50", "value": 1000, "pattern": "stencil",
+         "found": False},
+        {"bench": "metg_baseline", "metric": "metg50", "value": 0.5, "pattern": "barrier"},
         {"bench": "metg", "metric": "metg50", "value": 4000.0, "pattern": "nodep",
          "runtime": "dask"},
         {"bench": "callgrind", "metric": "instructions_per_task", "value": 3400,
@@ -602,7 +606,9 @@ def selftest():
     r = row("METG(50 %), nodep")
     check(r.ok is True and abs(r.r_dask - 0.002) < 1e-12, "METG nodep 8 us passes")
     r = row("METG(50 %), stencil")
-    check(r.ok is False and r.dask_txt == "missing", "METG stencil 25 us fails")
+    check(r.ok is False and r.dask_txt == "missing" and r.deed_txt.startswith("> 1,000 µs"),
+          "METG stencil never at 50 % fails")
+    check(row("METG(50 %), nodep").limit == 0.5, "METG limit = the threads + barrier figure")
     r = row("instructions per task (callgrind), local, pipelined")
     check(r.ok is False and "+13.3 %" in r.note, "13 % more instructions flagged (> 10 %)")
     r = row("instructions per task (callgrind), local, submit + get")
