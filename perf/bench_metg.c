@@ -18,9 +18,11 @@
  * spin(seed, iters) + mix(its inputs, t, i), and the spin's value is computed once per grain).
  * efficiency = (width * T * grain) / (wall * width): the work done over the peak of the
  * workers in the time taken. The grains are swept geometrically from --max-grain down to
- * --min-grain (--per-decade points per decade), T chosen per point so it takes about
- * --point-time seconds per repetition (estimated from the previous point). METG(50%) = the smallest grain
- * with efficiency >= 0.5, log-interpolated between it and the next smaller grain.
+ * --min-grain (--per-decade points per decade), T chosen per point so that one repetition
+ * takes about --point-time seconds (estimated from the previous point). Each point runs
+ * --reps times with the same T and the fastest run counts (the machine is shared and noisy;
+ * the baseline is treated the same way). METG(50%) = the smallest grain with efficiency
+ * >= 0.5, log-interpolated between it and the next smaller grain.
  *
  * Baseline in the same command (first): the same spin kernel on `width` plain pthreads with
  * a spinning barrier after every step (no runtime at all), swept the same way, but past
@@ -29,28 +31,26 @@
  * Output, one JSON object per line (rank 0's stdout; deedrun prefixes "[0] "):
  *   {"bench":"metg","metric":"spin_rate","value":r,"unit":"iters/us"}
  *   {"bench":"metg_baseline","metric":"efficiency","value":e,"pattern":"barrier","grain_us":g,
- *    "tasks":n,"workers":W}                                   per point, then
+ *    "tasks":n,"workers":W,"steps":T,"wall_s":s}               per point, then
  *   {"bench":"metg_baseline","metric":"metg50","value":us,"unit":"us","pattern":"barrier",
  *    "workers":W,"found":true|false}
  *   {"bench":"metg","metric":"efficiency","value":e,"pattern":"nodep"|"stencil","grain_us":g,
- *    "tasks":n,"workers":W,"steps":T,"wall_s":s,"overhead_us":o}   per point, where
+ *    "tasks":n,"workers":W,"steps":T,"wall_s":s,"overhead_us":o,"rank0_share":f}  per point:
  *    overhead_us = wall * width / tasks - grain (runtime time per task on one worker),
  *    rank0_share = the fraction of the task bodies that ran on rank 0
  *   {"bench":"metg","metric":"metg50","value":us,"unit":"us","pattern":P,"workers":W,
  *    "found":true|false}
- *   {"bench":"metg","metric":"metg50_over_baseline","value":x,"unit":"x","pattern":P,"workers":W,
- *    "found":true|false}                 (found: both METGs were found, not bounds)
+ *   {"bench":"metg","metric":"metg50_over_baseline","value":x,"unit":"x","pattern":P,
+ *    "workers":W,"found":true|false}      (found: both METGs were found, not bounds)
  * "workers" is the width (all ranks). "found" is false when no grain reached 50% (value =
  * the largest grain swept) or every grain did (value = the smallest grain swept: METG is
- * at most that). Each point runs --reps times with the same T; the fastest run counts (the
- * machine is shared and noisy; the baseline is treated the same way). Exit status 1 if a task returned a wrong value or a call failed, 2 for bad
- * options.
+ * at most that). Exit status 1 if a task returned a wrong value or a call failed, 2 for
+ * bad options.
  *
  * usage: bench_metg [--quick] [--workers W] [--pattern nodep|stencil|both] [--max-grain US]
  *                   [--min-grain US] [--per-decade N] [--point-time S] [--reps R]
- *                   [--inject-error] [--no-baseline] [--steps T]
- * (--inject-error, --no-baseline, --steps, --pattern, --max-grain, --min-grain, --per-decade, --point-time and --reps are additions to the
- * CLI of the issue.)
+ *                   [--steps T] [--no-baseline] [--inject-error]
+ * (every option but --quick and --workers is an addition to the CLI of the issue.)
  */
 #include "benchutil.h"
 
