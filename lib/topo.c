@@ -46,7 +46,7 @@ char *topo_env_nic(char *out, size_t len)
     if (!out || len == 0)
         return out;
     out[0] = '\0';
-    if (!v || !*v) {
+    if (!v || !*v || strcmp(v, "auto") == 0) {
         v = getenv("UCX_NET_DEVICES");
         if (!v || !*v || strncmp(v, "all", 3) == 0)
             return out;

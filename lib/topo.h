@@ -39,7 +39,7 @@ int topo_open_xml(struct topo *t, const char *path, const char *buffer,
                   hwloc_const_cpuset_t cpuset);
 void topo_close(struct topo *t);
 
-/* The NIC named by the environment: DEED_VERBS_DEVICE, else the first device of
+/* The NIC named by the environment: DEED_VERBS_DEVICE (unless "auto"), else the first device of
  * UCX_NET_DEVICES (unless "all"), without its ":port" suffix ("mlx5_0:1,mlx5_1:1" ->
  * "mlx5_0"). Writes "" when neither names one. Returns out. */
 char *topo_env_nic(char *out, size_t len);

@@ -654,6 +654,8 @@ START_TEST(rank_plan_uses_the_nic_from_the_environment)
     ck_assert_str_eq(topo_env_nic(nic, sizeof(nic)), "eth0");
     setenv("UCX_NET_DEVICES", "mlx5_1:1,mlx5_0:1", 1);
     ck_assert_str_eq(topo_env_nic(nic, sizeof(nic)), "mlx5_1");
+    setenv("DEED_VERBS_DEVICE", "auto", 1); /* the verbs transport's default: names none */
+    ck_assert_str_eq(topo_env_nic(nic, sizeof(nic)), "mlx5_1");
     setenv("DEED_VERBS_DEVICE", "mlx5_2:1", 1); /* wins over UCX_NET_DEVICES */
     ck_assert_str_eq(topo_env_nic(nic, sizeof(nic)), "mlx5_2");
     ck_assert_str_eq(topo_env_nic(nic, 4), "mlx"); /* cut to fit */
