@@ -19,8 +19,9 @@
  *   --owners colocated  the P chains are all driven on rank 0 (rank 0 owns every task)
  * Rank 0 first runs a task pinned to each rank (all ranks up and connected) and one untimed
  * short run (B/10 batches) of each mode; then, per run, it starts the clock, submits the P
- * chain drivers, gets their P results and stops the clock: the job-wide rate = P * B * (M + 1) / that time. Every chain's final aggregate is checked
- * against the value rank 0 computes sequentially (exit status 1 if one is wrong).
+ * chain drivers, gets their P results and stops the clock: the job-wide rate =
+ * P * B * (M + 1) / that time. Every chain's final aggregate is checked against the value
+ * rank 0 computes sequentially (exit status 1 if one is wrong).
  *
  * Output (rank 0's stdout; deedrun prefixes "[0] "), per --owners mode run:
  *   {"bench":"scale","metric":"tasks_per_s","value":R,"unit":"tasks/s","ranks":P,
