@@ -62,6 +62,8 @@ check_err() { # want_rc want_text args...
     [ "$rc" = "$want_rc" ] || fail "deed-info $* exited $rc, not $want_rc"
     grep -qF -- "$want" <<<"$err" || fail "deed-info $* said '$err', not '$want'"
 }
+out=$("$info" --help)
+grep -qF -- "--synthetic DESC" <<<"$out" || fail "deed-info --help: $out"
 check_err 2 "--bind needs none, core or numa, not 'foo'" --bind foo
 check_err 2 "-n needs an integer from 1" -n 0
 check_err 2 "--workers needs an integer" --workers x
@@ -86,4 +88,14 @@ for r in (0, 1):
         assert plan[r][k] == seen[r][k], (r, k, plan[r][k], seen[r][k])
 print("deedrun ranks see the plan:", [(r, seen[r]["cpuset"]) for r in (0, 1)])
 ' "$plan" "$seen" || fail "deedrun ranks disagree with deed-info's plan"
+# deedrun --report-bindings prints the same cpusets
+rep=$("$deedrun" -n 2 --bind core --report-bindings true 2>&1)
+"$py" -c '
+import json, re, sys
+plan = json.loads(sys.argv[1])["placement"]["ranks"]
+for r in (0, 1):
+    m = re.search(r"deedrun: rank %d: --bind core: PUs (\S+) .*store on NUMA node (-?\d+)" % r, sys.argv[2])
+    assert m, sys.argv[2]
+    assert (m.group(1), int(m.group(2))) == (plan[r]["cpuset"], plan[r]["store_numa_node"]), m.groups()
+' "$plan" "$rep" || fail "deedrun --report-bindings disagrees with deed-info: $rep"
 echo "PASS"
