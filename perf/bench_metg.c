@@ -35,9 +35,11 @@
  *   {"bench":"metg_baseline","metric":"metg50","value":us,"unit":"us","pattern":"barrier",
  *    "workers":W,"found":true|false}
  *   {"bench":"metg","metric":"efficiency","value":e,"pattern":"nodep"|"stencil","grain_us":g,
- *    "tasks":n,"workers":W,"steps":T,"wall_s":s,"overhead_us":o,"rank0_share":f}  per point:
+ *    "tasks":n,"workers":W,"steps":T,"wall_s":s,"overhead_us":o,"rank0_share":f,
+ *    "leases_requested":n,"leases_spilled":n}                  per point:
  *    overhead_us = wall * width / tasks - grain (runtime time per task on one worker),
- *    rank0_share = the fraction of the task bodies that ran on rank 0
+ *    rank0_share = the fraction of the task bodies that ran on rank 0, leases_requested and
+ *    leases_spilled = rank 0's counters over the point's repetitions (placement)
  *   {"bench":"metg","metric":"metg50","value":us,"unit":"us","pattern":P,"workers":W,
  *    "found":true|false}
  *   {"bench":"metg","metric":"metg50_over_baseline","value":x,"unit":"x","pattern":P,
@@ -467,10 +469,13 @@ static int sweep_deed(deed_ctx_t *ctx, const struct opts *o, uint64_t width, dou
         prev_step = wall * 1e6 / (double)s.steps;
         printf("{\"bench\":\"metg\",\"metric\":\"efficiency\",\"value\":%.4f,\"pattern\":\"%s\","
                "\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
-               ",\"wall_s\":%.4f,\"overhead_us\":%.3f,\"rank0_share\":%.3f}\n",
+               ",\"wall_s\":%.4f,\"overhead_us\":%.3f,\"rank0_share\":%.3f,"
+               "\"leases_requested\":%" PRIu64 ",\"leases_spilled\":%" PRIu64 "}\n",
                pts[k].eff, pattern, g[k], tasks, width, s.steps, wall,
                wall * 1e6 * (double)width / (double)tasks - g[k],
-               (double)(st1.tasks_run - st0.tasks_run) / (double)(tasks * o->reps));
+               (double)(st1.tasks_run - st0.tasks_run) / (double)(tasks * o->reps),
+               st1.leases_requested - st0.leases_requested,
+               st1.leases_spilled - st0.leases_spilled);
     }
     if (status == 0) {
         int found;
