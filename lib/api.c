@@ -607,16 +607,30 @@ DEED_API deed_status_t deed_ref_release_n(deed_ctx_t *ctx, const deed_ref_t *ref
     if (refs == NULL && n)
         return DEED_ERR_INVALID_ARG;
     deed_status_t rc = DEED_OK;
-    for (uint32_t i = 0; i < n; i++) {
-        if (deed_ref_is_null(refs[i])) {
-            rc = DEED_ERR_INVALID_REF;
-            continue;
-        }
+    uint32_t good = 0;
+    for (uint32_t i = 0; i < n; i++)
+        good += !deed_ref_is_null(refs[i]);
+    if (good < n)
+        rc = DEED_ERR_INVALID_REF; /* the others are still released */
+    if (good == 1) {
         struct ref_msg *m = malloc(sizeof(*m));
         if (m == NULL)
             return DEED_ERR_NO_MEMORY;
         m->h.type = MSG_RELEASE;
-        m->ref = refs[i];
+        for (uint32_t i = 0; i < n; i++)
+            if (!deed_ref_is_null(refs[i]))
+                m->ref = refs[i];
+        loop_post(rt, &m->h);
+    } else if (good > 1) {
+        /* one message for all: one allocation and one post instead of n */
+        struct release_msg *m = malloc(sizeof(*m) + (size_t)good * sizeof(deed_ref_t));
+        if (m == NULL)
+            return DEED_ERR_NO_MEMORY;
+        m->h.type = MSG_RELEASE_N;
+        m->n = 0;
+        for (uint32_t i = 0; i < n; i++)
+            if (!deed_ref_is_null(refs[i]))
+                m->refs[m->n++] = refs[i];
         loop_post(rt, &m->h);
     }
     return rc;

@@ -121,9 +121,21 @@ static deed_status_t join_job(struct rt *rt)
         log_error("deed_init: exchanging transport addresses failed");
         return DEED_ERR_BOOTSTRAP;
     }
+    /* Fault-tolerant bootstrap: a rank that died before contributing is left out of every
+     * later round (empty contribution); the job starts with it dead (all ranks see the same
+     * contributions, so they agree without talking). */
+    uint8_t *gone = calloc(rt->nranks, 1);
+    if (gone == NULL) {
+        free(all);
+        free(lens);
+        return DEED_ERR_NO_MEMORY;
+    }
     const char *p = all;
     for (uint32_t r = 0; r < rt->nranks; r++) {
-        if (r != rt->rank && (rc = rt->tp_ops->connect(rt->tp, r, p, lens[r])) != DEED_OK) {
+        if (r != rt->rank && lens[r] == 0) {
+            gone[r] = 1;
+        } else if (r != rt->rank &&
+                   (rc = rt->tp_ops->connect(rt->tp, r, p, lens[r])) != DEED_OK) {
             log_error("deed_init: cannot connect to rank %u: %s", r, deed_strerror(rc));
             break;
         }
@@ -132,7 +144,7 @@ static deed_status_t join_job(struct rt *rt)
     free(all);
     free(lens);
     if (rc != DEED_OK)
-        return rc;
+        goto out;
     /* process ids and hosts: same-host peers are watched through pidfds */
     struct {
         uint64_t host;
@@ -143,8 +155,10 @@ static deed_status_t join_job(struct rt *rt)
     me.host = 0xcbf29ce484222325ull;
     for (const char *c = hn; *c; c++)
         me.host = (me.host ^ (unsigned char)*c) * 0x100000001b3ull;
-    if ((rc = rt->boot->ops->allgatherv(rt->boot, &me, sizeof(me), &all, &lens)) != DEED_OK)
-        return DEED_ERR_BOOTSTRAP;
+    if ((rc = rt->boot->ops->allgatherv(rt->boot, &me, sizeof(me), &all, &lens)) != DEED_OK) {
+        rc = DEED_ERR_BOOTSTRAP;
+        goto out;
+    }
     {
         uint32_t *pids = calloc(rt->nranks, sizeof(*pids));
         uint64_t *hosts = calloc(rt->nranks, sizeof(*hosts));
@@ -153,6 +167,8 @@ static deed_status_t join_job(struct rt *rt)
             if (lens[r] == sizeof(me)) {
                 memcpy(&hosts[r], q, 8);
                 memcpy(&pids[r], q + 8, 4);
+            } else if (r != rt->rank) {
+                gone[r] = 1;
             }
             q += lens[r];
         }
@@ -162,25 +178,50 @@ static deed_status_t join_job(struct rt *rt)
         free(all);
         free(lens);
         if (rc != DEED_OK)
-            return rc;
+            goto out;
     }
     uint64_t mine[2] = {registry_count(), registry_digest()};
-    if ((rc = rt->boot->ops->allgatherv(rt->boot, mine, sizeof(mine), &all, &lens)) != DEED_OK)
-        return DEED_ERR_BOOTSTRAP;
-    const uint64_t *tabs = all;
-    for (uint32_t r = 0; r < rt->nranks; r++) {
-        if (lens[r] != sizeof(mine) || tabs[2 * r] != tabs[0] || tabs[2 * r + 1] != tabs[1]) {
+    if ((rc = rt->boot->ops->allgatherv(rt->boot, mine, sizeof(mine), &all, &lens)) != DEED_OK) {
+        rc = DEED_ERR_BOOTSTRAP;
+        goto out;
+    }
+    /* contributions are packed: an empty one (a rank gone) takes no room */
+    const uint64_t *tabs = all, *t0 = NULL;
+    for (uint32_t r = 0, off = 0; r < rt->nranks; r++) {
+        if (lens[r] == 0 && r != rt->rank) {
+            gone[r] = 1;
+            continue;
+        }
+        const uint64_t *tr = tabs + off;
+        off += 2;
+        if (t0 == NULL)
+            t0 = tr;
+        if (lens[r] != sizeof(mine) || tr[0] != t0[0] || tr[1] != t0[1]) {
             log_error("deed_init: rank %u has a different task table (%llu tasks, digest "
                       "%016llx) than rank 0 (%llu tasks, digest %016llx): were the ranks "
                       "built from different binaries?",
-                      r, (unsigned long long)tabs[2 * r], (unsigned long long)tabs[2 * r + 1],
-                      (unsigned long long)tabs[0], (unsigned long long)tabs[1]);
+                      r, (unsigned long long)tr[0], (unsigned long long)tr[1],
+                      (unsigned long long)t0[0], (unsigned long long)t0[1]);
             rc = DEED_ERR_BOOTSTRAP;
             break;
         }
     }
     free(all);
     free(lens);
+    if (rc == DEED_OK && gone[0]) {
+        log_error("deed_init: rank 0 left during start-up: the job cannot start without it");
+        rc = DEED_ERR_BOOTSTRAP;
+    }
+    for (uint32_t r = 0; rc == DEED_OK && r < rt->nranks; r++) {
+        if (!gone[r])
+            continue;
+        log_warn("deed_init: rank %u left during start-up (died?): the job starts without it",
+                 r);
+        member_mark_dead(rt, r);
+        rt->peers[r].dead = 1;
+    }
+out:
+    free(gone);
     return rc;
 }
 
@@ -400,7 +441,8 @@ DEED_API deed_status_t deed_finalize(deed_ctx_t *ctx)
     struct mpsc_node *n;
     while ((n = mpsc_pop(&rt->inbox)) != NULL) {
         struct msg *m = (struct msg *)n;
-        if (m->type == MSG_RELEASE || m->type == MSG_HOLD || m->type == MSG_UNPIN)
+        if (m->type == MSG_RELEASE || m->type == MSG_RELEASE_N || m->type == MSG_HOLD ||
+            m->type == MSG_UNPIN)
             free(m);
     }
     sched_fini(rt);

@@ -115,19 +115,30 @@ void loop_post(struct rt *rt, struct msg *m)
         combine(rt);
 }
 
-static void on_release(struct rt *rt, struct ref_msg *m)
+static void release_one(struct rt *rt, deed_ref_t ref)
 {
-    struct obj *o = owner_find(rt, m->ref);
+    struct obj *o = owner_find(rt, ref);
     if (o == NULL || o->local_refs == 0) {
         rt->st.misuse++;
         log_warn("deed_ref_release: ref %016llx%016llx:%u is released or unknown (double "
                  "release?)",
-                 (unsigned long long)m->ref.id_hi, (unsigned long long)m->ref.id_lo,
-                 m->ref.index);
+                 (unsigned long long)ref.id_hi, (unsigned long long)ref.id_lo, ref.index);
     } else {
         o->local_refs--;
         owner_maybe_free(rt, o);
     }
+}
+
+static void on_release(struct rt *rt, struct ref_msg *m)
+{
+    release_one(rt, m->ref);
+    free(m);
+}
+
+static void on_release_n(struct rt *rt, struct release_msg *m)
+{
+    for (uint32_t i = 0; i < m->n; i++)
+        release_one(rt, m->refs[i]);
     free(m);
 }
 
@@ -216,6 +227,9 @@ static void dispatch(struct rt *rt, struct msg *m)
         break;
     case MSG_RELEASE:
         on_release(rt, (struct ref_msg *)m);
+        break;
+    case MSG_RELEASE_N:
+        on_release_n(rt, (struct release_msg *)m);
         break;
     case MSG_HOLD:
         on_hold(rt, (struct ref_msg *)m);

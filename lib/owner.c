@@ -74,9 +74,12 @@ struct obj *owner_create(struct rt *rt, objid_t id)
                   (unsigned long long)id.hi, (unsigned long long)id.lo, id.index);
         return NULL;
     }
-    struct obj *o = calloc(1, sizeof(*o));
+    /* malloc + memset, not calloc: glibc's calloc skips the per-thread cache (a row is
+     * created and freed on the loop, once per object) */
+    struct obj *o = malloc(sizeof(*o));
     if (o == NULL)
         return NULL;
+    memset(o, 0, sizeof(*o));
     o->id = id;
     o->owner = rt->rank;
     if (objtab_insert(&rt->objs, o) != 0) {

@@ -111,6 +111,7 @@ enum msg_type {
     MSG_DONE,       /* struct task, body finished */
     MSG_PUT,        /* struct put_msg */
     MSG_RELEASE,    /* struct ref_msg */
+    MSG_RELEASE_N,  /* struct release_msg */
     MSG_HOLD,       /* struct ref_msg: +1 local count, ahead of a contained-ref return */
     MSG_DUP,        /* struct req */
     MSG_GET,        /* struct req */
@@ -131,6 +132,13 @@ struct ref_msg {
     struct msg h;
     deed_ref_t ref;
     struct obj *row; /* MSG_UNPIN */
+};
+
+/* MSG_RELEASE_N: deed_ref_release_n's refs in one message (one post, one allocation) */
+struct release_msg {
+    struct msg h;
+    uint32_t n;
+    deed_ref_t refs[];
 };
 
 struct put_msg {
