@@ -96,8 +96,9 @@ struct topo_placement {
  * Workers: one per core (all of the core's PUs in the rank cpuset), cores listed NUMA node by
  *   NUMA node starting with the store's node; SMT siblings are used only when there are more
  *   workers than cores: then worker i gets PU (i / K) mod (PUs of the core) of core i mod K.
- * Store node: among the rank's NUMA nodes (scored by how many of the rank's PUs they cover,
- *   ties to the smaller node, then the first), the one nearest the NIC when the NIC is found
+ * Store node: among the rank's local NUMA nodes (not memory attached above the packages;
+ *   scored by how many of the rank's PUs they cover, ties to the smaller node, then the
+ *   first, i.e. DRAM before its HBM twin), the one nearest the NIC when the NIC is found
  *   in the topology (an OS device of type OpenFabrics or Network; its locality is its first
  *   non-I/O ancestor) and the rank has PUs near it; otherwise the best of all of them.
  *

@@ -83,9 +83,23 @@ hwloc_obj_t topo_only_rdma_nic(hwloc_topology_t topology)
     return found;
 }
 
-/* The NUMA node that covers most of set, ties to the node with the smaller cpuset (the more
- * local one: DRAM of a package before memory attached to the whole machine), then to the
- * first; -1 if none meets set. */
+/* Whether a NUMA node is local memory: its cpuset contains no other node's cpuset
+ * strictly. Memory attached above the packages (CPU-less CXL or far memory covering the
+ * whole machine) is not: no core is near it. */
+static int is_local_node(hwloc_topology_t topology, hwloc_obj_t node)
+{
+    hwloc_obj_t other = NULL;
+
+    while ((other = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, other)))
+        if (other != node && other->cpuset && !hwloc_bitmap_iszero(other->cpuset) &&
+            !hwloc_bitmap_isequal(other->cpuset, node->cpuset) &&
+            hwloc_bitmap_isincluded(other->cpuset, node->cpuset))
+            return 0;
+    return 1;
+}
+
+/* The local NUMA node that covers most of set, ties to the node with the smaller cpuset,
+ * then to the first (DRAM before an HBM node of the same cpuset); -1 if none meets set. */
 static int best_node(hwloc_topology_t topology, hwloc_const_cpuset_t set)
 {
     hwloc_obj_t node = NULL;
@@ -96,7 +110,7 @@ static int best_node(hwloc_topology_t topology, hwloc_const_cpuset_t set)
         return -1;
     while ((node = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, node))) {
         int w, size;
-        if (!node->cpuset)
+        if (!node->cpuset || !is_local_node(topology, node))
             continue;
         hwloc_bitmap_and(tmp, node->cpuset, set);
         w = hwloc_bitmap_weight(tmp);
@@ -136,9 +150,9 @@ int topo_nic_numa(hwloc_topology_t topology, hwloc_obj_t osdev)
 
 /* ---- the rank's cpuset ------------------------------------------------------------------ */
 
-/* The NUMA nodes that are binding domains: meeting set, not a copy of an earlier node's
- * cpuset (HBM beside DRAM) and not containing another node's cpuset (CPU-less memory
- * attached higher up). Fills doms (capacity cap) and returns how many. */
+/* The NUMA nodes that are binding domains: local (is_local_node), meeting set, and not a
+ * copy of an earlier node's cpuset (HBM beside DRAM). Fills doms (capacity cap) and returns
+ * how many. */
 static uint32_t numa_domains(hwloc_topology_t topology, hwloc_const_cpuset_t set, hwloc_obj_t *doms,
                              uint32_t cap)
 {
@@ -147,18 +161,14 @@ static uint32_t numa_domains(hwloc_topology_t topology, hwloc_const_cpuset_t set
 
     while ((node = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, node))) {
         hwloc_obj_t other = NULL;
-        int skip = 0;
-        if (!node->cpuset || !hwloc_bitmap_intersects(node->cpuset, set))
+        int twin = 0;
+        if (!node->cpuset || !hwloc_bitmap_intersects(node->cpuset, set) ||
+            !is_local_node(topology, node))
             continue;
-        while (!skip && (other = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, other))) {
-            if (other == node || !other->cpuset || hwloc_bitmap_iszero(other->cpuset))
-                continue;
-            if (hwloc_bitmap_isequal(other->cpuset, node->cpuset))
-                skip = other->logical_index < node->logical_index;
-            else if (hwloc_bitmap_isincluded(other->cpuset, node->cpuset))
-                skip = 1;
-        }
-        if (!skip && n < cap)
+        while (!twin && (other = hwloc_get_next_obj_by_type(topology, HWLOC_OBJ_NUMANODE, other)))
+            twin = other->logical_index < node->logical_index && other->cpuset &&
+                   hwloc_bitmap_isequal(other->cpuset, node->cpuset);
+        if (!twin && n < cap)
             doms[n++] = node;
     }
     return n;

@@ -467,6 +467,47 @@ START_TEST(core_mode_4_ranks_on_four_numa_nodes_stay_on_their_node)
 }
 END_TEST
 
+START_TEST(hbm_twins_and_machine_wide_memory_are_not_domains)
+{
+    struct topo t;
+    struct topo_placement p;
+
+    /* HBM beside DRAM: 2 packages, each with 2 NUMA nodes of the same cpuset */
+    ck_assert_int_eq(topo_open_synthetic(&t, "pack:2 [numa] [numa] core:2 pu:1", NULL), DEED_OK);
+    ck_assert_int_eq(hwloc_get_nbobjs_by_type(t.topology, HWLOC_OBJ_NUMANODE), 4);
+    for (uint32_t r = 0; r < 2; r++) { /* 2 ranks, one package each (not one node each) */
+        hwloc_obj_t pack = hwloc_get_obj_by_type(t.topology, HWLOC_OBJ_PACKAGE, r);
+        place_ok(&t, TOPO_BIND_NUMA, r, 2, 0, NULL, &p);
+        ck_assert(hwloc_bitmap_isequal(p.rank_cpuset, pack->cpuset));
+        /* the first node of the package (DRAM) */
+        ck_assert_int_eq(p.store_node, (int)pack->memory_first_child->os_index);
+        topo_place_free(&p);
+    }
+    place_ok(&t, TOPO_BIND_NUMA, 2, 4, 0, NULL, &p); /* 4 ranks on 2 domains: round robin */
+    ck_assert(hwloc_bitmap_isequal(
+        p.rank_cpuset, hwloc_get_obj_by_type(t.topology, HWLOC_OBJ_PACKAGE, 0)->cpuset));
+    topo_place_free(&p);
+    topo_close(&t);
+
+    /* CPU-less memory attached to the whole machine (node 2): never a domain or the store */
+    ck_assert_int_eq(topo_open_synthetic(&t, "[numa] pack:2 [numa] core:2 pu:1", NULL), DEED_OK);
+    ck_assert_int_eq(hwloc_get_nbobjs_by_type(t.topology, HWLOC_OBJ_NUMANODE), 3);
+    place_ok(&t, TOPO_BIND_NONE, 0, 1, 0, NULL, &p); /* the whole machine */
+    ck_assert_int_eq(p.store_node, 0);
+    topo_place_free(&p);
+    for (uint32_t r = 0; r < 2; r++) {
+        place_ok(&t, TOPO_BIND_NUMA, r, 2, 0, NULL, &p);
+        ck_assert_int_eq(hwloc_bitmap_weight(p.rank_cpuset), 2);
+        ck_assert_int_eq(p.store_node, (int)r);
+        topo_place_free(&p);
+    }
+    place_ok(&t, TOPO_BIND_NUMA, 0, 1, 0, NULL, &p); /* 1 rank: both packages */
+    ck_assert_int_eq(hwloc_bitmap_weight(p.rank_cpuset), 4);
+    topo_place_free(&p);
+    topo_close(&t);
+}
+END_TEST
+
 START_TEST(smt_siblings_only_when_more_workers_than_cores)
 {
     struct topo t;
@@ -771,6 +812,7 @@ static Suite *topo_suite(void)
     tcase_add_test(tc, numa_mode_1_2_4_ranks_on_four_numa_nodes);
     tcase_add_test(tc, core_mode_4_ranks_on_four_numa_nodes_stay_on_their_node);
     tcase_add_test(tc, smt_siblings_only_when_more_workers_than_cores);
+    tcase_add_test(tc, hbm_twins_and_machine_wide_memory_are_not_domains);
     tcase_add_test(tc, place_rejects_bad_arguments);
     tcase_add_test(tc, store_goes_to_the_numa_node_of_the_nic);
     tcase_add_test(tc, rank_plan_uses_the_nic_from_the_environment);
