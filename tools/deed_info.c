@@ -35,6 +35,7 @@ struct opts {
     bool have_n, have_bind, json;
     enum topo_bind bind;
     uint32_t workers;
+    bool have_workers;
     const char *nic;       /* --nic, NULL = from the environment */
     const char *synthetic; /* --synthetic DESC */
     const char *xml;       /* --xml FILE */
@@ -52,7 +53,8 @@ static void usage(FILE *f)
             "options:\n"
             "  -n N              ranks on the node (default 1)\n"
             "  --bind MODE       none (default), core or numa, as deedrun --bind\n"
-            "  --workers W       worker threads per rank (default 0: one per core)\n"
+            "  --workers W       worker threads per rank (default: DEED_WORKERS, else 0: one\n"
+            "                    per core)\n"
             "  --nic NAME        the NIC whose NUMA node takes the store (default:\n"
             "                    DEED_VERBS_DEVICE, else the first of UCX_NET_DEVICES, else\n"
             "                    the only RDMA device)\n"
@@ -137,8 +139,8 @@ static void parse_opts(int argc, char **argv, struct opts *o)
                           v ? "'" : "");
             o->have_bind = true;
         } else if (is_opt(a, "--workers")) {
-            o->workers =
-                parse_count(opt_value(argc, argv, &i, "--workers"), "--workers", 0, 1u << 16);
+            o->workers = parse_count(opt_value(argc, argv, &i, "--workers"), "--workers", 0, 1024);
+            o->have_workers = true;
         } else if (is_opt(a, "--nic")) {
             o->nic = opt_value(argc, argv, &i, "--nic");
             if (!o->nic || !*o->nic || strlen(o->nic) >= TOPO_NIC_MAX)
@@ -427,6 +429,17 @@ static void print_set(const char *prefix, hwloc_const_bitmap_t set)
     free(str);
 }
 
+static const char *workers_str(const struct opts *o)
+{
+    static char buf[64];
+
+    if (o->workers == 0)
+        return "one worker per core";
+    snprintf(buf, sizeof(buf), "%u workers (%s)", o->workers,
+             o->have_workers ? "--workers" : "DEED_WORKERS");
+    return buf;
+}
+
 static int show_placement(const struct opts *o, const struct topo *t, const char *nic,
                           bool this_process)
 {
@@ -437,12 +450,11 @@ static int show_placement(const struct opts *o, const struct topo *t, const char
         info_json_str(stdout, nic ? nic : "");
         printf(",\"ranks\":[");
     } else if (this_process) {
-        printf("\nplacement of this process (%s, NIC %s):\n",
-               o->workers ? "--workers" : "one worker per core",
+        printf("\nplacement of this process (%s, NIC %s):\n", workers_str(o),
                nic && *nic ? nic : "auto: the only RDMA device");
     } else {
         printf("\nplacement for deedrun -n %u --bind %s (%s, NIC %s):\n", o->n,
-               topo_bind_str(o->bind), o->workers ? "--workers" : "one worker per core",
+               topo_bind_str(o->bind), workers_str(o),
                nic && *nic ? nic : "auto: the only RDMA device");
     }
     for (uint32_t r = 0; r < o->n; r++) {
@@ -492,7 +504,9 @@ static int show_placement(const struct opts *o, const struct topo *t, const char
             printf("\n    %u worker%s on PUs:", p.nworkers, p.nworkers == 1 ? "" : "s");
             for (uint32_t w = 0; w < p.nworkers; w++)
                 print_set(" ", p.workers[w]);
-            printf("%s\n", p.nworkers > p.ncores ? " (SMT siblings in use)" : "");
+            printf("%s\n", p.nworkers > p.ncores
+                               ? " (more workers than cores: one PU each, SMT siblings too)"
+                               : "");
         }
         topo_place_free(&p);
     }
@@ -515,6 +529,12 @@ int main(int argc, char **argv)
     int rc;
 
     parse_opts(argc, argv, &o);
+    if (!o.have_workers && getenv("DEED_WORKERS")) { /* what deed_init would use */
+        char *end;
+        unsigned long w = strtoul(getenv("DEED_WORKERS"), &end, 10);
+        if (*getenv("DEED_WORKERS") && !*end && w <= 1024)
+            o.workers = (uint32_t)w;
+    }
     log_set_level(-1); /* deed-info reports errors itself */
     if (o.synthetic) {
         rc = topo_open_synthetic(&t, o.synthetic, NULL);
