@@ -6,6 +6,7 @@
 #   deed_info_test.sh DEED_INFO DEEDRUN XML
 set -euo pipefail
 info=$1 deedrun=$2 xml=$3
+unset DEED_WORKERS DEED_VERBS_DEVICE UCX_NET_DEVICES # the defaults: one worker per core, no NIC
 fail() { echo "FAIL: $*" >&2; exit 1; }
 py=python3
 command -v "$py" >/dev/null || py=/usr/bin/python3
