@@ -24,8 +24,10 @@
  * the baseline is treated the same way). METG(50%) = the smallest grain with efficiency
  * >= 0.5, log-interpolated between it and the next smaller grain.
  *
- * Baseline in the same command (first): the same spin kernel on `width` plain pthreads with
- * a spinning barrier after every step (no runtime at all), swept the same way, but past
+ * Baseline in the same command: the same spin kernel on `width` plain pthreads with a
+ * spinning barrier after every step (no runtime at all), swept the same way and interleaved
+ * with the deed runs (per grain, repetition r of the baseline, nodep and stencil runs before
+ * repetition r + 1 of any: they see the same load of the shared machine), then alone past
  * --min-grain (down to a hundredth of it) until its efficiency falls below 0.5.
  *
  * Output, one JSON object per line (rank 0's stdout; deedrun prefixes "[0] "):
@@ -396,98 +398,142 @@ static double print_metg(const char *bench, const char *pattern, const struct po
     return m;
 }
 
-static int sweep_baseline(const struct opts *o, uint64_t width, double rate, double *metg,
-                          int *found)
-{
-    double g[MAX_POINTS];
+/* One swept series: the baseline (sc == NULL) or a deed pattern. */
+struct series {
+    const char *bench, *pattern;
+    struct sweep_ctx *sc;
     struct point pts[MAX_POINTS];
-    /* past --min-grain (down to a hundredth of it) until the efficiency falls below 0.5,
-     * so the baseline's METG is found and the ratio means something */
-    int n = make_grains(o, o->min_grain / 100, g), ran = 0;
-    double prev_g = 0, prev_step = 0;
-    for (int k = 0; k < n; k++) {
-        if (g[k] < o->min_grain * (1 - 1e-9) && ran > 0 && pts[ran - 1].eff < 0.5)
-            break;
-        uint64_t iters = (uint64_t)llround(g[k] * rate);
-        uint64_t steps = choose_steps(o, width, g[k], prev_g, prev_step);
-        double wall = 0;
-        for (uint64_t r = 0; r < o->reps; r++) {
-            double w = baseline_run((uint32_t)width, steps, iters ? iters : 1);
-            wall = r == 0 || w < wall ? w : wall;
-        }
-        pts[k] = (struct point){g[k], (double)steps * g[k] * 1e-6 / wall};
-        ran = k + 1;
-        prev_g = g[k];
-        prev_step = wall * 1e6 / (double)steps;
-        printf("{\"bench\":\"metg_baseline\",\"metric\":\"efficiency\",\"value\":%.4f,"
-               "\"pattern\":\"barrier\",\"grain_us\":%.4g,\"tasks\":%" PRIu64
-               ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64 ",\"wall_s\":%.4f}\n",
-               pts[k].eff, g[k], steps * width, width, steps, wall);
+    int n;
+    double prev_g, prev_step; /* previous point: grain and wall time per step (us) */
+    uint64_t steps, iters;    /* of the current point */
+    double wall;              /* fastest repetition of the current point */
+    /* rank 0's counters over the repetitions of the current point (deed only) */
+    uint64_t ran, lreq, lspill; /* task bodies run, leases requested, leases spilled */
+};
+
+/* Start point @p g of @p se: choose T and the spin iterations. */
+static void series_begin(const struct opts *o, uint64_t width, double rate, struct series *se,
+                         double g)
+{
+    se->steps = choose_steps(o, width, g, se->prev_g, se->prev_step);
+    se->iters = (uint64_t)llround(g * rate);
+    se->iters = se->iters ? se->iters : 1;
+    se->wall = 0;
+    se->ran = se->lreq = se->lspill = 0;
+    if (se->sc) {
+        se->sc->steps = se->steps;
+        se->sc->iters = se->iters;
     }
-    *metg = print_metg("metg_baseline", "barrier", pts, ran, width, found);
+}
+
+/* One repetition of the current point; 0 or -1. */
+static int series_rep(deed_ctx_t *ctx, uint64_t width, struct series *se, uint64_t r)
+{
+    double w;
+    if (se->sc == NULL) {
+        w = baseline_run((uint32_t)width, se->steps, se->iters);
+    } else {
+        deed_stats_t st0, st1;
+        if (bench_stats(ctx, &st0) != 0 || deed_point(se->sc, &w) != 0 ||
+            bench_stats(ctx, &st1) != 0)
+            return -1;
+        se->ran += st1.tasks_run - st0.tasks_run;
+        se->lreq += st1.leases_requested - st0.leases_requested;
+        se->lspill += st1.leases_spilled - st0.leases_spilled;
+    }
+    se->wall = r == 0 || w < se->wall ? w : se->wall;
     return 0;
 }
 
-static int sweep_deed(deed_ctx_t *ctx, const struct opts *o, uint64_t width, double rate,
-                      int stencil, double base_metg, int base_found)
+/* Record and print the current point (grain @p g) of @p se. */
+static void series_end(const struct opts *o, uint64_t width, struct series *se, double g)
 {
-    const char *pattern = stencil ? "stencil" : "nodep";
+    uint64_t tasks = se->steps * width;
+    struct point *pt = &se->pts[se->n++];
+    *pt = (struct point){g, (double)se->steps * g * 1e-6 / se->wall};
+    se->prev_g = g;
+    se->prev_step = se->wall * 1e6 / (double)se->steps;
+    printf("{\"bench\":\"%s\",\"metric\":\"efficiency\",\"value\":%.4f,\"pattern\":\"%s\","
+           "\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
+           ",\"wall_s\":%.4f",
+           se->bench, pt->eff, se->pattern, g, tasks, width, se->steps, se->wall);
+    if (se->sc)
+        printf(",\"overhead_us\":%.3f,\"rank0_share\":%.3f,\"leases_requested\":%" PRIu64
+               ",\"leases_spilled\":%" PRIu64,
+               se->wall * 1e6 * (double)width / (double)tasks - g,
+               (double)se->ran / (double)(tasks * o->reps), se->lreq, se->lspill);
+    printf("}\n");
+}
+
+/*
+ * The sweep. The series (baseline first, then nodep and stencil) are interleaved: for each
+ * grain, repetition r of every series runs before repetition r + 1 of any, so the baseline
+ * and deed see the same load of the machine. Then the baseline alone goes on past
+ * --min-grain (down to a hundredth of it) until its efficiency falls below 0.5, so its METG
+ * is found and the ratio means something.
+ */
+static int sweep(deed_ctx_t *ctx, const struct opts *o, uint64_t width, double rate)
+{
+    static struct series ser[3];
+    struct sweep_ctx sc[2];
+    int nser = 0, status = -1;
     double g[MAX_POINTS];
-    struct point pts[MAX_POINTS];
-    int n = make_grains(o, o->min_grain, g);
-    struct sweep_ctx s = {.ctx = ctx, .width = width, .seed = 0x1234567, .stencil = stencil,
-                          .inject = o->inject};
-    s.L = INFLIGHT_TASKS / width > 2 ? INFLIGHT_TASKS / width : 2;
-    s.refs = calloc(s.L * width, sizeof(*s.refs));
-    s.expect = calloc(s.L * width, sizeof(*s.expect));
-    if (s.refs == NULL || s.expect == NULL) {
-        free(s.refs);
-        free(s.expect);
-        return -1;
+    int ng = make_grains(o, o->min_grain / 100, g);
+
+    memset(ser, 0, sizeof(ser));
+    memset(sc, 0, sizeof(sc));
+    if (!o->no_baseline)
+        ser[nser++] = (struct series){.bench = "metg_baseline", .pattern = "barrier"};
+    for (int stencil = 0; stencil < 2; stencil++) {
+        if (!(stencil ? o->stencil : o->nodep))
+            continue;
+        struct sweep_ctx *c = &sc[stencil];
+        *c = (struct sweep_ctx){.ctx = ctx, .width = width, .seed = 0x1234567,
+                                .stencil = stencil, .inject = o->inject};
+        c->L = INFLIGHT_TASKS / width > 2 ? INFLIGHT_TASKS / width : 2;
+        c->refs = calloc(c->L * width, sizeof(*c->refs));
+        c->expect = calloc(c->L * width, sizeof(*c->expect));
+        if (c->refs == NULL || c->expect == NULL)
+            goto out;
+        ser[nser++] = (struct series){.bench = "metg", .pattern = stencil ? "stencil" : "nodep",
+                                      .sc = c};
     }
-    double prev_g = 0, prev_step = 0;
-    int status = 0;
-    for (int k = 0; k < n && status == 0; k++) {
-        double wall = 0, w;
-        s.iters = (uint64_t)llround(g[k] * rate);
-        s.iters = s.iters ? s.iters : 1;
-        s.steps = choose_steps(o, width, g[k], prev_g, prev_step);
-        deed_stats_t st0, st1;
-        if (bench_stats(ctx, &st0) != 0)
-            status = -1;
-        for (uint64_t r = 0; r < o->reps && status == 0; r++) {
-            status = deed_point(&s, &w);
-            wall = r == 0 || w < wall ? w : wall;
-        }
-        if (status != 0 || bench_stats(ctx, &st1) != 0) {
-            status = -1;
+    for (int k = 0; k < ng; k++) {
+        int below = g[k] < o->min_grain * (1 - 1e-9);
+        struct series *base = o->no_baseline ? NULL : &ser[0];
+        if (below && (base == NULL || (base->n > 0 && base->pts[base->n - 1].eff < 0.5)))
             break;
-        }
-        uint64_t tasks = s.steps * width;
-        pts[k] = (struct point){g[k], (double)s.steps * g[k] * 1e-6 / wall};
-        prev_g = g[k];
-        prev_step = wall * 1e6 / (double)s.steps;
-        printf("{\"bench\":\"metg\",\"metric\":\"efficiency\",\"value\":%.4f,\"pattern\":\"%s\","
-               "\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
-               ",\"wall_s\":%.4f,\"overhead_us\":%.3f,\"rank0_share\":%.3f,"
-               "\"leases_requested\":%" PRIu64 ",\"leases_spilled\":%" PRIu64 "}\n",
-               pts[k].eff, pattern, g[k], tasks, width, s.steps, wall,
-               wall * 1e6 * (double)width / (double)tasks - g[k],
-               (double)(st1.tasks_run - st0.tasks_run) / (double)(tasks * o->reps),
-               st1.leases_requested - st0.leases_requested,
-               st1.leases_spilled - st0.leases_spilled);
+        int last = below ? 1 : nser; /* below --min-grain: the baseline alone */
+        for (int i = 0; i < last; i++)
+            series_begin(o, width, rate, &ser[i], g[k]);
+        for (uint64_t r = 0; r < o->reps; r++)
+            for (int i = 0; i < last; i++)
+                if (series_rep(ctx, width, &ser[i], r) != 0)
+                    goto out;
+        for (int i = 0; i < last; i++)
+            series_end(o, width, &ser[i], g[k]);
     }
-    if (status == 0) {
+    double base_metg = 0;
+    int base_found = 0;
+    for (int i = 0; i < nser; i++) {
         int found;
-        double m = print_metg("metg", pattern, pts, n, width, &found);
-        if (base_metg > 0)
+        double m = print_metg(ser[i].bench, ser[i].pattern, ser[i].pts, ser[i].n, width, &found);
+        if (ser[i].sc == NULL) {
+            base_metg = m;
+            base_found = found;
+        } else if (base_metg > 0) {
             printf("{\"bench\":\"metg\",\"metric\":\"metg50_over_baseline\",\"value\":%.3f,"
                    "\"unit\":\"x\",\"pattern\":\"%s\",\"workers\":%" PRIu64
                    ",\"found\":%s}\n",
-                   m / base_metg, pattern, width, found && base_found ? "true" : "false");
+                   m / base_metg, ser[i].pattern, width, found && base_found ? "true" : "false");
+        }
     }
-    free(s.refs);
-    free(s.expect);
+    status = 0;
+out:
+    for (int i = 0; i < 2; i++) {
+        free(sc[i].refs);
+        free(sc[i].expect);
+    }
     return status;
 }
 
@@ -616,8 +662,6 @@ int main(int argc, char **argv)
     int status = 0;
     if (deed_rank(ctx) == 0) {
         uint64_t width = o.workers * (uint64_t)deed_nranks(ctx);
-        double base = 0;
-        int base_found = 0;
         if (bench_ping_ranks(ctx) != 0)
             goto fail;
         double rate = calibrate();
@@ -628,11 +672,7 @@ int main(int argc, char **argv)
             fprintf(stderr, "bench_metg: the baseline runs at most 1024 threads\n");
             goto fail;
         }
-        if (!o.no_baseline && sweep_baseline(&o, width, rate, &base, &base_found) != 0)
-            goto fail;
-        if (o.nodep && sweep_deed(ctx, &o, width, rate, 0, base, base_found) != 0)
-            goto fail;
-        if (o.stencil && sweep_deed(ctx, &o, width, rate, 1, base, base_found) != 0)
+        if (sweep(ctx, &o, width, rate) != 0)
             goto fail;
         if (bench_release_ranks(ctx) != 0)
             status = 1;
