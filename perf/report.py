@@ -277,16 +277,16 @@ def rows_scale(res):
 METG_TARGET = {"nodep": 10.0, "stencil": 20.0}
 
 
-def metg_value(res, runtime, pat, step):
+def metg_value(res, runtime, pat, step, bench="metg"):
     """(value or None, text or None) for one METG(50 %) figure; bench_metg's "found": false
     means no grain reached 50 % (value = the largest grain) or every grain did (value = the
     smallest grain, an upper bound)."""
-    xs = res.all("metg", "metg50", runtime, pattern=pat)
-    o = res.one("metg", "metg50", runtime, pattern=pat)
+    xs = res.all(bench, "metg50", runtime, pattern=pat)
+    o = res.one(bench, "metg50", runtime, pattern=pat)
     if o is None:
         return None, ("< 50 % at every grain" if xs else missing_txt(res, step))
     if o.get("found", True) is False:
-        effs = [e["value"] for e in res.all("metg", "efficiency", runtime, pattern=pat)
+        effs = [e["value"] for e in res.all(bench, "efficiency", runtime, pattern=pat)
                 if num(e.get("value"))]
         if effs and min(effs) >= 0.5:
             return o["value"], "≤ " + fmt(o["value"], "µs") + " (50 % at every grain)"
@@ -299,11 +299,13 @@ def rows_metg(res):
     for pat in ("nodep", "stencil"):
         d, dtxt = metg_value(res, "deed", pat, "metg")
         k, ktxt = metg_value(res, "dask", pat, "dask")
-        b = res.one("metg_baseline", "metg50", pattern="barrier")
+        b, btxt = metg_value(res, "deed", "barrier", "metg", bench="metg_baseline")
+        if b is None and btxt in ("missing", "failed"):
+            btxt = "—"
         r = Row("METG(50 %%), %s (smallest grain at 50 %% efficiency; limit: plain threads "
-                "+ barrier)" % pat, d, k, b and b["value"], unit="µs",
+                "+ barrier)" % pat, d, k, b, unit="µs",
                 target="≤ %g µs" % METG_TARGET[pat], deed_txt=dtxt, dask_txt=ktxt,
-                limit_txt=None if b else "—")
+                limit_txt=btxt)
         if num(d):
             r.ok = d <= METG_TARGET[pat]
         elif dtxt and dtxt.startswith(">"):
