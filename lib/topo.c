@@ -262,8 +262,15 @@ int topo_plan_workers(const struct topo *t, uint32_t nworkers, struct topo_plan 
         p.workers = NULL;
         p.nworkers = 0;
     }
-    if (nworkers > p.ncores)
-        log_debug("topo: %u workers on %u cores: SMT siblings are used", nworkers, p.ncores);
+    if (nworkers > 1 && deed__log_level >= DEED_LOG_DEBUG) { /* the workers' plan */
+        char *str = NULL;
+        hwloc_bitmap_list_asprintf(&str, p.rank_cpuset);
+        log_debug("topo: %u workers on PUs %s (%u cores%s); store on NUMA node %d: %s%s%s",
+                  nworkers, str ? str : "?", p.ncores,
+                  nworkers > p.ncores ? ", one PU per worker" : "", p.store_node,
+                  topo_store_why_str(p.store_why), p.nic[0] ? ", NIC " : "", p.nic);
+        free(str);
+    }
     topo_place_free(&p);
     return DEED_OK;
 }
