@@ -46,7 +46,8 @@
  * return DEED_ERR_TRANSPORT. A killed process's rdma_cm ids are destroyed by the kernel,
  * which sends a disconnect request: the survivors see DISCONNECTED at once. A peer that
  * finalizes normally disconnects too, which is also reported (as the ucx transport does
- * over tcp).
+ * over tcp), but it says goodbye first (a credit-only SEND flagged BYE, after its output
+ * drained), so that its end is logged as such and not as "unreachable".
  *
  * Callbacks (am_cb, get callbacks, failure_cb) run only from progress() (or from get() for a
  * zero-length read). They may call am_send, get, rkey_pack, mem_map, but not progress
@@ -91,7 +92,7 @@
 #define RETRY_PAUSE_MS 200
 #define FINI_TIMEOUT_NS (3000000000ull)
 
-enum { F_FIRST = 1, F_LAST = 2, F_CREDIT = 4 };
+enum { F_FIRST = 1, F_LAST = 2, F_CREDIT = 4, F_BYE = 8 }; /* BYE: with CREDIT, sent at fini */
 enum { WR_RECV = 1, WR_SEND, WR_READ };
 enum { P_IDLE, P_CONNECTING, P_RETRY, P_UP, P_DEAD };
 
@@ -166,6 +167,7 @@ struct peer {
     uint32_t rank;
     int state;
     int active;   /* this rank connects (rank < peer) */
+    int bye;      /* the peer said goodbye (it is finalizing): its disconnect is no death */
     int on_pend, on_fail;
     struct peer *pend_next, *fail_next;
     struct rdma_cm_id *id;
@@ -584,7 +586,10 @@ static void handle_failures(struct tp *tp)
         tp->events++;
         tp->st.peers_failed++;
         if (!tp->finalizing) {
-            log_info("verbs transport: rank %u is unreachable (connection lost)", p->rank);
+            if (p->bye)
+                log_debug("verbs transport: rank %u finalized and disconnected", p->rank);
+            else
+                log_info("verbs transport: rank %u is unreachable (connection lost)", p->rank);
             if (tp->params.failure_cb)
                 tp->params.failure_cb(tp->params.cb_arg, p->rank);
         }
@@ -614,7 +619,7 @@ static void on_recv(struct tp *tp, struct peer *p, struct rbuf *b, uint32_t byte
     }
     memcpy(&h, buf, HDR);
     if (h.src != p->rank || h.len != byte_len - HDR || h.len > h.total ||
-        (h.flags & ~(F_CREDIT | F_FIRST | F_LAST)) != 0) {
+        (h.flags & ~(F_CREDIT | F_FIRST | F_LAST | F_BYE)) != 0) {
         log_error("verbs transport: dropped a malformed SEND on rank %u's connection (src %u, "
                   "len %u of %u, %u bytes)",
                   p->rank, h.src, h.len, h.total, byte_len);
@@ -623,8 +628,10 @@ static void on_recv(struct tp *tp, struct peer *p, struct rbuf *b, uint32_t byte
     p->credits += h.credits;
     if (h.credits)
         mark_pending(tp, p);
-    if (h.flags & F_CREDIT)
+    if (h.flags & F_CREDIT) {
+        p->bye |= (h.flags & F_BYE) != 0;
         return;
+    }
     tp->st.frags_recv++;
     if ((h.flags & (F_FIRST | F_LAST)) == (F_FIRST | F_LAST)) {
         if (h.len == h.total)
@@ -1221,8 +1228,17 @@ static void verbs_fini(struct tp *tp)
     if (tp->cq && tp->peers) {
         uint64_t deadline = now_ns() + FINI_TIMEOUT_NS;
 
-        /* let queued and posted messages reach the peers (no callbacks any more) */
+        /* let queued and posted messages reach the peers (no callbacks any more), then a
+         * goodbye so that they can tell our disconnect from a death */
         tp->finalizing = 1;
+        while (!quiet(tp) && now_ns() < deadline)
+            verbs_progress(tp);
+        for (uint32_t r = 0; r < tp->params.nranks; r++) {
+            struct peer *p = &tp->peers[r];
+
+            if (p->state == P_UP && can_send(tp, p, 1))
+                post_frag(tp, p, NULL, 0, 0, 0, 0, F_CREDIT | F_BYE);
+        }
         while (!quiet(tp) && now_ns() < deadline)
             verbs_progress(tp);
         if (!quiet(tp))
