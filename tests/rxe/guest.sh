@@ -10,11 +10,16 @@
 #      and once on UCX over rc_verbs (UCX_TLS=rc_verbs,ud_verbs,self on rxe0:1), judged as
 #      test_multirank / test_fault judge them: deedrun exit 0, "[0] SCN: PASS", every
 #      surviving rank "finalized", no "] error: " line from the runtime;
-#        large_objects  (2 ranks) objects of 1 KiB .. 64 MiB read byte for byte, GC to zero
-#        borrower_chain (4 ranks) a ref borrowed 0 -> 1 -> 2 -> 3, kept beyond its task, GC to 0
-#        chain          (3 ranks) rank 1 SIGKILLs itself; the survivors detect it and rebuild
-#                       the lost 8 MiB links from lineage. On verbs the transport itself must
-#                       report the death ("verbs transport: rank 1 is unreachable").
+#        remote_tasks   (4 ranks) 20,000 small tasks (message traffic, credits)
+#        large_objects  (2 ranks) objects of 1 KiB .. 64 MiB read byte for byte
+#        borrower_chain (4 ranks) a ref borrowed 0 -> 1 -> 2 -> 3, kept beyond its task
+#        random_dag     (4 ranks) 10,000 tasks, objects up to 2 MiB, results verified
+#        (every multirank scenario ends with GC to zero: objects and store bytes on EVERY rank)
+#        fanout         (4 ranks) rank 2 killed (deedrun --kill 2@tasks=200) mid fan-out
+#        chain          (3 ranks) rank 1 SIGKILLs itself; the lost 8 MiB links are rebuilt
+#        owner_died     (3 ranks) rank 1 killed: gets of its objects fail with OWNER_DIED
+#      In the fault scenarios the victim must be "killed by signal 9" and, on verbs, the
+#      transport itself must report the death ("verbs transport: rank R is unreachable").
 # Prints one "rxe: PASS|FAIL ..." line per check and a summary; exits 1 if anything failed.
 set -u
 b=${1:?usage: guest.sh BUILD_DIR}
@@ -94,9 +99,13 @@ grep -E '^[0-9]+%: Checks' "$out/test_verbs.log" | sed 's/^/    /'
 result "test_verbs (transport level)" $ok $(($(date +%s) - t0)) "$out/test_verbs.log"
 
 for tr in verbs ucx; do
+    scenario $tr test_multirank 4 remote_tasks -1
     scenario $tr test_multirank 2 large_objects -1
     scenario $tr test_multirank 4 borrower_chain -1
+    scenario $tr test_multirank 4 random_dag -1
+    scenario $tr test_fault 4 fanout 2 --kill 2@tasks=200
     scenario $tr test_fault 3 chain 1 --keep-going
+    scenario $tr test_fault 3 owner_died 1 --keep-going
 done
 
 echo "rxe: $pass passed, $fail failed${failed:+:$failed}"
