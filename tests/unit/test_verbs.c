@@ -360,16 +360,16 @@ static void expect_seq(struct side *s, uint64_t seq, size_t len)
                   (unsigned long long)got, (unsigned long long)seq);
     for (size_t i = 0; i < len; i++) {
         if (m->data[8 + i] != msg_byte(seq, i))
-            ck_abort_msg("message %llu (%zu bytes): byte %zu differs", (unsigned long long)seq,
-                         len, i);
+            ck_abort_msg("message %llu (%zu bytes): byte %zu differs", (unsigned long long)seq, len,
+                         i);
     }
     free(m);
 }
 
 START_TEST(am_sizes_order_and_credits)
 {
-    static const size_t sizes[] = {0, 1, 100, 16368 - 8, 16368 - 7, 16368 * 3 + 5, MiB,
-                                   3 * MiB + 7};
+    static const size_t sizes[] = {0,   1,          100, 16368 - 8, 16368 - 7, 16368 * 3 + 5,
+                                   MiB, 3 * MiB + 7};
     const size_t ns = sizeof(sizes) / sizeof(sizes[0]);
     struct side s;
     struct tp_verbs_stats st, peer;
@@ -514,9 +514,9 @@ START_TEST(get_64mib_one_sided)
     }
     /* into memory no region covers (registered for the get), from an offset */
     plain = malloc(MiB + 3);
-    ck_assert_int_eq(s.ops->get(s.tp, 1, plain, NULL, raddr + 5 * MiB + 1, rkey, rlen, MiB + 3,
-                                get_cb, &d2),
-                     DEED_OK);
+    ck_assert_int_eq(
+        s.ops->get(s.tp, 1, plain, NULL, raddr + 5 * MiB + 1, rkey, rlen, MiB + 3, get_cb, &d2),
+        DEED_OK);
     ck_assert_int_eq(wait_for(&s, get_finished, &d2), 0);
     ck_assert_int_eq(d2.status, 0);
     for (size_t i = 0; i < MiB + 3; i++) {
@@ -609,8 +609,7 @@ static int probe_device(void)
         ops->fini(tp);
         _exit(0);
     }
-    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0
-                                                                                           : -1;
+    return pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
 }
 
 int main(void)
@@ -621,8 +620,9 @@ int main(void)
     const char *req = getenv("DEED_TEST_REQUIRE_VERBS");
 
     if (!tp_find("verbs")) {
-        fprintf(stderr, "test_verbs: %s: this build has no verbs transport (libibverbs and "
-                        "librdmacm not found; transports built: %s)\n",
+        fprintf(stderr,
+                "test_verbs: %s: this build has no verbs transport (libibverbs and "
+                "librdmacm not found; transports built: %s)\n",
                 req && strcmp(req, "1") == 0 ? "FAIL" : "SKIP", tp_names());
         return req && strcmp(req, "1") == 0 ? EXIT_FAILURE : 77;
     }

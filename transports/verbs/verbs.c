@@ -74,13 +74,13 @@
 #include "log.h"
 #include "verbs_dev.h"
 
-#define VERBS_MAGIC 0x64566264u     /* "dbVd" */
+#define VERBS_MAGIC 0x64566264u /* "dbVd" */
 #define RKEY_MAGIC 0x6b567264u
-#define RBUF_SIZE 16384u            /* one receive buffer / send slot */
+#define RBUF_SIZE 16384u /* one receive buffer / send slot */
 #define CREDITS_DEFAULT 32
-#define CREDIT_RESERVE 4            /* SRQ buffers per peer for credit-only messages */
-#define SRQ_MAX 16384u              /* receive buffers, at most */
-#define SQ_DEPTH 128u               /* send-queue entries per QP (SENDs and READs) */
+#define CREDIT_RESERVE 4 /* SRQ buffers per peer for credit-only messages */
+#define SRQ_MAX 16384u   /* receive buffers, at most */
+#define SQ_DEPTH 128u    /* send-queue entries per QP (SENDs and READs) */
 #define SEND_SLOTS 256u
 #define INLINE_DEFAULT 64
 #define READ_CHUNK_MAX (8u << 20)
@@ -140,18 +140,18 @@ struct sslot {
 };
 
 struct get_op {
-    int kind; /* WR_READ */
-    struct get_op *next;             /* in the peer's queue */
+    int kind;            /* WR_READ */
+    struct get_op *next; /* in the peer's queue */
     struct get_op *live_prev, *live_next;
     uint32_t peer;
-    int queued;                      /* in the peer's queue (not fully posted) */
+    int queued; /* in the peer's queue (not fully posted) */
     int status;
     char *local;
     uint32_t lkey, rkey;
     uint64_t raddr;
     size_t len, posted;
     unsigned chunks_out;
-    struct ibv_mr *tmp_mr;           /* destination outside any mapped region */
+    struct ibv_mr *tmp_mr; /* destination outside any mapped region */
     tp_get_cb_t cb;
     void *arg;
 };
@@ -166,8 +166,8 @@ struct out_msg {
 struct peer {
     uint32_t rank;
     int state;
-    int active;   /* this rank connects (rank < peer) */
-    int bye;      /* the peer said goodbye (it is finalizing): its disconnect is no death */
+    int active; /* this rank connects (rank < peer) */
+    int bye;    /* the peer said goodbye (it is finalizing): its disconnect is no death */
     int on_pend, on_fail;
     struct peer *pend_next, *fail_next;
     struct rdma_cm_id *id;
@@ -177,8 +177,8 @@ struct peer {
     int have_addr;
     uint64_t retry_at;
     unsigned retries;
-    int credits;       /* SENDs we may still make */
-    int ret;           /* buffers we owe back */
+    int credits; /* SENDs we may still make */
+    int ret;     /* buffers we owe back */
     unsigned sq_used;
     struct out_msg *out_head, *out_tail;
     struct get_op *gq_head, *gq_tail;
@@ -252,8 +252,8 @@ static long env_long(const char *var, long def, long lo, long hi)
         return def;
     v = strtol(s, &end, 10);
     if (*end || v < lo || v > hi) {
-        log_error("verbs transport: %s='%s' is invalid (allowed: an integer %ld..%ld)", var, s,
-                  lo, hi);
+        log_error("verbs transport: %s='%s' is invalid (allowed: an integer %ld..%ld)", var, s, lo,
+                  hi);
         return -1;
     }
     return v;
@@ -1005,7 +1005,8 @@ static int nonblock(int fd)
 static int size_queues(struct tp *tp, long credits)
 {
     uint32_t npeers = tp->params.nranks - 1 ? tp->params.nranks - 1 : 1;
-    uint32_t srq_max = (uint32_t)tp->da.max_srq_wr < SRQ_MAX ? (uint32_t)tp->da.max_srq_wr : SRQ_MAX;
+    uint32_t srq_max =
+        (uint32_t)tp->da.max_srq_wr < SRQ_MAX ? (uint32_t)tp->da.max_srq_wr : SRQ_MAX;
     uint64_t cqe;
 
     if (srq_max == 0 || tp->da.max_srq == 0) {
@@ -1132,10 +1133,10 @@ static int verbs_init(const struct tp_params *params, struct tp **out)
                   tp->dev.name, strerror(errno));
         goto fail;
     }
-    tp->cq = ibv_create_cq(tp->dev.ctx,
-                           (int)(tp->srq_depth + (params->nranks - 1 ? params->nranks - 1 : 1) *
-                                                     tp->sq_depth + 16),
-                           NULL, tp->ch, 0);
+    tp->cq = ibv_create_cq(
+        tp->dev.ctx,
+        (int)(tp->srq_depth + (params->nranks - 1 ? params->nranks - 1 : 1) * tp->sq_depth + 16),
+        NULL, tp->ch, 0);
     struct ibv_srq_init_attr sa = {.attr = {.max_wr = tp->srq_depth, .max_sge = 1}};
     tp->srq = tp->cq ? ibv_create_srq(tp->pd, &sa) : NULL;
     if (!tp->srq) {
@@ -1153,12 +1154,11 @@ static int verbs_init(const struct tp_params *params, struct tp **out)
         rc = DEED_ERR_NO_MEMORY;
         goto fail;
     }
-    tp->rmr = ibv_reg_mr(tp->pd, tp->rmem, (size_t)tp->srq_depth * RBUF_SIZE,
-                         IBV_ACCESS_LOCAL_WRITE);
+    tp->rmr =
+        ibv_reg_mr(tp->pd, tp->rmem, (size_t)tp->srq_depth * RBUF_SIZE, IBV_ACCESS_LOCAL_WRITE);
     tp->smr = ibv_reg_mr(tp->pd, tp->smem, (size_t)nslots * RBUF_SIZE, IBV_ACCESS_LOCAL_WRITE);
     if (!tp->rmr || !tp->smr) {
-        log_error("verbs transport: registering the message buffers failed: %s",
-                  strerror(errno));
+        log_error("verbs transport: registering the message buffers failed: %s", strerror(errno));
         goto fail;
     }
     for (uint32_t i = 0; i < tp->srq_depth; i++) {
@@ -1196,8 +1196,8 @@ static int verbs_init(const struct tp_params *params, struct tp **out)
         inet_ntop(AF_INET, &tp->dev.addr.sin_addr, ip, sizeof(ip));
         log_debug("verbs transport: rank %u of %u on %s port %u gid %d, %s:%u, %u credits x "
                   "%u peers, SRQ %u, SQ %u",
-                  params->rank, params->nranks, tp->dev.name, tp->dev.port, tp->dev.gid_index,
-                  ip, ntohs(tp->blob.port), tp->credits, params->nranks - 1, tp->srq_depth,
+                  params->rank, params->nranks, tp->dev.name, tp->dev.port, tp->dev.gid_index, ip,
+                  ntohs(tp->blob.port), tp->credits, params->nranks - 1, tp->srq_depth,
                   tp->sq_depth);
     }
     *out = tp;
@@ -1319,8 +1319,8 @@ static void verbs_fini(struct tp *tp)
 
 static uint32_t verbs_caps(struct tp *tp)
 {
-    return TP_CAP_AM | TP_CAP_MEM_REG | TP_CAP_RMA_GET | TP_CAP_RMA_NATIVE |
-           TP_CAP_PEER_FAILURE | TP_CAP_EVENT_FD | TP_CAP_MEM_ALLOC;
+    return TP_CAP_AM | TP_CAP_MEM_REG | TP_CAP_RMA_GET | TP_CAP_RMA_NATIVE | TP_CAP_PEER_FAILURE |
+           TP_CAP_EVENT_FD | TP_CAP_MEM_ALLOC;
 }
 
 static size_t verbs_eager_limit(struct tp *tp)
@@ -1343,8 +1343,7 @@ static int verbs_connect(struct tp *tp, uint32_t rank, const void *addr, size_t 
     struct peer *p;
     uint64_t deadline = now_ns() + VERBS_CONNECT_TIMEOUT_S * 1000000000ull;
 
-    if (!tp || !addr || len != sizeof(b) || rank >= tp->params.nranks ||
-        rank == tp->params.rank) {
+    if (!tp || !addr || len != sizeof(b) || rank >= tp->params.nranks || rank == tp->params.rank) {
         log_error("verbs transport: connect to rank %u with a NULL or malformed address, or "
                   "out of range",
                   rank);
