@@ -213,6 +213,12 @@ static struct {
     uint64_t steps, iters;
     int yield; /* more threads than CPUs: yield while waiting */
     double t0, t1; /* set by thread 0 */
+    /* a run past its deadline stops early (a spinning barrier on a loaded machine can take a
+     * time slice per step): the releasing thread sets stop, every thread sees it after the
+     * same barrier */
+    double deadline_ns;
+    uint64_t released, done;
+    int stop;
     _Alignas(64) atomic_uint_fast64_t sink;
 } bar;
 
@@ -220,6 +226,8 @@ static void barrier_wait(void)
 {
     unsigned gen = atomic_load_explicit(&bar.generation, memory_order_acquire);
     if (atomic_fetch_add_explicit(&bar.arrived, 1, memory_order_acq_rel) + 1 == bar.nthreads) {
+        if ((++bar.released & 255) == 0 && bench_now_ns() > bar.deadline_ns)
+            bar.stop = 1;
         atomic_store_explicit(&bar.arrived, 0, memory_order_relaxed);
         atomic_store_explicit(&bar.generation, gen + 1, memory_order_release);
         return;
@@ -241,23 +249,34 @@ static void *baseline_thread(void *arg)
     barrier_wait(); /* every thread started: thread 0 starts the clock */
     if (me == 0)
         bar.t0 = bench_now_ns();
-    for (uint64_t t = 0; t < bar.steps; t++) {
+    uint64_t t = 0;
+    while (t < bar.steps) {
         acc += spin(x + t, bar.iters);
         barrier_wait();
+        t++;
+        if (bar.stop)
+            break;
     }
-    if (me == 0)
+    if (me == 0) {
         bar.t1 = bench_now_ns();
+        bar.done = t;
+    }
     atomic_fetch_add(&bar.sink, acc);
     return NULL;
 }
 
-/* Wall time (s) of @p steps steps on @p n threads (thread start-up not included), or -1. */
-static double baseline_run(uint32_t n, uint64_t steps, uint64_t iters)
+/* Wall time (s) of up to @p steps steps on @p n threads (thread start-up not included); the
+ * run stops after @p max_s seconds; *done gets the steps run. */
+static double baseline_run(uint32_t n, uint64_t steps, uint64_t iters, double max_s,
+                           uint64_t *done)
 {
     pthread_t th[1024];
     bar.nthreads = n;
     bar.steps = steps;
     bar.iters = iters;
+    bar.deadline_ns = bench_now_ns() + max_s * 1e9;
+    bar.released = 0;
+    bar.stop = 0;
     bar.yield = (int)n > bench_ncpus();
     atomic_store(&bar.arrived, 0);
     uint32_t started = 0;
@@ -270,6 +289,7 @@ static double baseline_run(uint32_t n, uint64_t steps, uint64_t iters)
     }
     for (uint32_t i = 0; i < started; i++)
         pthread_join(th[i], NULL);
+    *done = bar.done;
     return (bar.t1 - bar.t0) * 1e-9;
 }
 
@@ -406,7 +426,7 @@ struct series {
     int n;
     double prev_g, prev_step; /* previous point: grain and wall time per step (us) */
     uint64_t steps, iters;    /* of the current point */
-    double wall;              /* fastest repetition of the current point */
+    double step_s;            /* fastest repetition of the current point: seconds per step */
     /* rank 0's counters over the repetitions of the current point (deed only) */
     uint64_t ran, lreq, lspill; /* task bodies run, leases requested, leases spilled */
 };
@@ -418,7 +438,7 @@ static void series_begin(const struct opts *o, uint64_t width, double rate, stru
     se->steps = choose_steps(o, width, g, se->prev_g, se->prev_step);
     se->iters = (uint64_t)llround(g * rate);
     se->iters = se->iters ? se->iters : 1;
-    se->wall = 0;
+    se->step_s = 0;
     se->ran = se->lreq = se->lspill = 0;
     if (se->sc) {
         se->sc->steps = se->steps;
@@ -427,11 +447,13 @@ static void series_begin(const struct opts *o, uint64_t width, double rate, stru
 }
 
 /* One repetition of the current point; 0 or -1. */
-static int series_rep(deed_ctx_t *ctx, uint64_t width, struct series *se, uint64_t r)
+static int series_rep(const struct opts *o, deed_ctx_t *ctx, uint64_t width, struct series *se,
+                      uint64_t r)
 {
     double w;
+    uint64_t done = se->steps;
     if (se->sc == NULL) {
-        w = baseline_run((uint32_t)width, se->steps, se->iters);
+        w = baseline_run((uint32_t)width, se->steps, se->iters, 3 * o->point_time + 0.2, &done);
     } else {
         deed_stats_t st0, st1;
         if (bench_stats(ctx, &st0) != 0 || deed_point(se->sc, &w) != 0 ||
@@ -441,7 +463,8 @@ static int series_rep(deed_ctx_t *ctx, uint64_t width, struct series *se, uint64
         se->lreq += st1.leases_requested - st0.leases_requested;
         se->lspill += st1.leases_spilled - st0.leases_spilled;
     }
-    se->wall = r == 0 || w < se->wall ? w : se->wall;
+    double step_s = w / (double)(done ? done : 1);
+    se->step_s = r == 0 || step_s < se->step_s ? step_s : se->step_s;
     return 0;
 }
 
@@ -449,18 +472,19 @@ static int series_rep(deed_ctx_t *ctx, uint64_t width, struct series *se, uint64
 static void series_end(const struct opts *o, uint64_t width, struct series *se, double g)
 {
     uint64_t tasks = se->steps * width;
+    double wall = se->step_s * (double)se->steps; /* of the fastest repetition, per T steps */
     struct point *pt = &se->pts[se->n++];
-    *pt = (struct point){g, (double)se->steps * g * 1e-6 / se->wall};
+    *pt = (struct point){g, g * 1e-6 / se->step_s};
     se->prev_g = g;
-    se->prev_step = se->wall * 1e6 / (double)se->steps;
+    se->prev_step = se->step_s * 1e6;
     printf("{\"bench\":\"%s\",\"metric\":\"efficiency\",\"value\":%.4f,\"pattern\":\"%s\","
            "\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
            ",\"wall_s\":%.4f",
-           se->bench, pt->eff, se->pattern, g, tasks, width, se->steps, se->wall);
+           se->bench, pt->eff, se->pattern, g, tasks, width, se->steps, wall);
     if (se->sc)
         printf(",\"overhead_us\":%.3f,\"rank0_share\":%.3f,\"leases_requested\":%" PRIu64
                ",\"leases_spilled\":%" PRIu64,
-               se->wall * 1e6 * (double)width / (double)tasks - g,
+               wall * 1e6 * (double)width / (double)tasks - g,
                (double)se->ran / (double)(tasks * o->reps), se->lreq, se->lspill);
     printf("}\n");
 }
@@ -508,7 +532,7 @@ static int sweep(deed_ctx_t *ctx, const struct opts *o, uint64_t width, double r
             series_begin(o, width, rate, &ser[i], g[k]);
         for (uint64_t r = 0; r < o->reps; r++)
             for (int i = 0; i < last; i++)
-                if (series_rep(ctx, width, &ser[i], r) != 0)
+                if (series_rep(o, ctx, width, &ser[i], r) != 0)
                     goto out;
         for (int i = 0; i < last; i++)
             series_end(o, width, &ser[i], g[k]);
