@@ -21,6 +21,11 @@
  * is, or under a lease; borrowers: under a lease), unless --pin pins borrower i to rank
  * i mod P. The other ranks only serve (see benchutil.h).
  *
+ * The paper's setting (one owner per node, the owner's node the bottleneck) is one core and
+ * one worker per rank with the borrowers spread: `DEED_WORKERS=1 deedrun -n 2 --bind core
+ * bench_borrow --pin` (benchmark 'borrow_pinned_1core'). Unpinned, the k borrowers go
+ * through one lease (32 tasks in flight per lease) and so all run on the same rank.
+ *
  * Output (rank 0's stdout; deedrun prefixes "[0] "), one JSON object per line, per k:
  *   {"bench":"borrow","metric":"tasks_per_s","value":R,"unit":"tasks/s","k":K,"tasks":N,
  *    "ranks":P, ...}                     R = best of --runs runs; extra fields: median, runs,
