@@ -92,20 +92,23 @@ echo "rxe: kernel $(uname -r); RDMA links:"
 rdma link show | sed 's/^/    /'
 
 t0=$(date +%s)
-DEED_TEST_REQUIRE_VERBS=1 CK_DEFAULT_TIMEOUT=300 DEED_LOG=warn \
-    timeout -k 10 400 "$b/tests/test_verbs" >"$out/test_verbs.log" 2>&1
-[ $? = 0 ] && ok=1 || ok=0
+if DEED_TEST_REQUIRE_VERBS=1 CK_DEFAULT_TIMEOUT=300 DEED_LOG=warn \
+    timeout -k 10 400 "$b/tests/test_verbs" >"$out/test_verbs.log" 2>&1; then
+    ok=1
+else
+    ok=0
+fi
 grep -E '^[0-9]+%: Checks' "$out/test_verbs.log" | sed 's/^/    /'
-result "test_verbs (transport level)" $ok $(($(date +%s) - t0)) "$out/test_verbs.log"
+result "test_verbs (transport level)" "$ok" $(($(date +%s) - t0)) "$out/test_verbs.log"
 
 for tr in verbs ucx; do
-    scenario $tr test_multirank 4 remote_tasks -1
-    scenario $tr test_multirank 2 large_objects -1
-    scenario $tr test_multirank 4 borrower_chain -1
-    scenario $tr test_multirank 4 random_dag -1
-    scenario $tr test_fault 4 fanout 2 --kill 2@tasks=200
-    scenario $tr test_fault 3 chain 1 --keep-going
-    scenario $tr test_fault 3 owner_died 1 --keep-going
+    scenario "$tr" test_multirank 4 remote_tasks -1
+    scenario "$tr" test_multirank 2 large_objects -1
+    scenario "$tr" test_multirank 4 borrower_chain -1
+    scenario "$tr" test_multirank 4 random_dag -1
+    scenario "$tr" test_fault 4 fanout 2 --kill 2@tasks=200
+    scenario "$tr" test_fault 3 chain 1 --keep-going
+    scenario "$tr" test_fault 3 owner_died 1 --keep-going
 done
 
 echo "rxe: $pass passed, $fail failed${failed:+:$failed}"

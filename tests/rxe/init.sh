@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # tests/rxe/init.sh — /init of the soft-RoCE VM's initramfs (tests/rxe/vm.sh copies it there).
 # Mounts the host root (9p, read-only) under a tmpfs overlay, bind-mounts the unpacked Debian
 # modules at /usr/lib/modules/$(uname -r), switches root and runs the second stage from there
@@ -15,10 +16,13 @@ fail() {
     printf '\376' | dd of=/dev/port bs=1 seek=244 count=1 2>/dev/null # qemu exits 255
     poweroff -f
 }
-for m in $(cat /mods/order); do insmod /mods/$m.ko || fail "insmod $m"; done
+while read -r m; do insmod "/mods/$m.ko" || fail "insmod $m"; done </mods/order
+MODS=
+# shellcheck disable=SC2013 # the command line is words, not lines
 for x in $(cat /proc/cmdline); do
     case $x in rxe.mods=*) MODS=${x#rxe.mods=} ;; esac
 done
+KV=$(uname -r)
 o=trans=virtio,version=9p2000.L,msize=262144
 mount -t 9p -o $o,ro,cache=loose hostroot /lower || fail "mounting the host root"
 mount -t tmpfs -o size=1g tmpfs /rw
@@ -32,8 +36,8 @@ mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmpfs /newroot/dev/shm
 mount -t tmpfs tmpfs /newroot/run
-mkdir -p /newroot/usr/lib/modules/$(uname -r) /newroot/rxe
-mount --bind /newroot$MODS /newroot/usr/lib/modules/$(uname -r)
+mkdir -p "/newroot/usr/lib/modules/$KV" /newroot/rxe
+mount --bind "/newroot$MODS" "/newroot/usr/lib/modules/$KV" || fail "no modules at $MODS"
 mount -t 9p -o $o job /newroot/rxe || fail "mounting the job share"
 cat >/newroot/run/stage2 <<'EOF'
 #!/bin/sh

@@ -102,15 +102,16 @@ if [ -s "$work/vmlinux" ] && [ "$(head -c4 "$work/vmlinux" | tail -c3)" = ELF ];
 fi
 
 # ---- 4. initramfs: busybox, the modules for the 9p root, init --------------------------------
-boot_mods="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs
-fscache 9pnet 9pnet_virtio 9p overlay"
-if [ ! -s "$work/initrd.gz" ]; then
+boot_mods=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci netfs
+    fscache 9pnet 9pnet_virtio 9p overlay)
+# rebuilt when missing or when tests/rxe/init.sh changed
+if [ ! -s "$work/initrd.gz" ] || ! cmp -s "$root/tests/rxe/init.sh" "$work/initramfs/init"; then
     say "building the initramfs"
     ir=$work/initramfs
     rm -rf "$ir"
     mkdir -p "$ir/bin" "$ir/mods"
     cp /bin/busybox "$ir/bin/"
-    for m in $boot_mods; do
+    for m in "${boot_mods[@]}"; do
         f=$(modprobe -d "$work/kernel" -S "$kv" --show-depends "$m" |
             awk -v m="/$m.ko" '$1 == "insmod" && index($2, m) {print $2}' | tail -n 1)
         [ -n "$f" ] || die "module $m not found in $kv"
@@ -121,7 +122,7 @@ if [ ! -s "$work/initrd.gz" ]; then
         esac
     done
     cp "$root/tests/rxe/init.sh" "$ir/init"
-    printf '%s\n' $boot_mods >"$ir/mods/order"
+    printf '%s\n' "${boot_mods[@]}" >"$ir/mods/order"
     chmod +x "$ir/init"
     (cd "$ir" && find . | cpio -o -H newc 2>/dev/null | gzip -1 >"$work/initrd.gz")
 fi
@@ -135,6 +136,7 @@ trap 'rm -rf "$job"' EXIT
     printf '%q ' "$@"
     echo
 } >"$job/cmd"
+# shellcheck disable=SC2054 # the commas are qemu's
 case ${DEED_RXE_ACCEL:-tcg} in
 kvm) accel=(-enable-kvm -cpu host) ;;
 tcg) accel=(-accel tcg,thread=multi -cpu max) ;;
