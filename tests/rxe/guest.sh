@@ -5,7 +5,8 @@
 # usage: tests/rxe/guest.sh BUILD_DIR
 #
 #   1. test_verbs, the verbs transport's own Check suite, with DEED_TEST_REQUIRE_VERBS=1 (a
-#      missing device fails instead of skipping);
+#      missing device fails instead of skipping), with the default settings and again with
+#      2 credits per peer and no inline data (flow control under pressure);
 #   2. the multi-rank scenarios below, each once on the verbs transport (DEED_TRANSPORT=verbs)
 #      and once on UCX over rc_verbs (UCX_TLS=rc_verbs,ud_verbs,self on rxe0:1), judged as
 #      test_multirank / test_fault judge them: deedrun exit 0, "[0] SCN: PASS", every
@@ -91,15 +92,24 @@ scenario() {
 echo "rxe: kernel $(uname -r); RDMA links:"
 rdma link show | sed 's/^/    /'
 
-t0=$(date +%s)
-if DEED_TEST_REQUIRE_VERBS=1 CK_DEFAULT_TIMEOUT=300 DEED_LOG=warn \
-    timeout -k 10 400 "$b/tests/test_verbs" >"$out/test_verbs.log" 2>&1; then
-    ok=1
-else
-    ok=0
-fi
-grep -E '^[0-9]+%: Checks' "$out/test_verbs.log" | sed 's/^/    /'
-result "test_verbs (transport level)" "$ok" $(($(date +%s) - t0)) "$out/test_verbs.log"
+# test_verbs NAME [VAR=VALUE...]: the transport's Check suite, in an environment
+test_verbs() {
+    name=$1
+    shift
+    t0=$(date +%s)
+    if env "$@" DEED_TEST_REQUIRE_VERBS=1 CK_DEFAULT_TIMEOUT=300 DEED_LOG=warn \
+        timeout -k 10 400 "$b/tests/test_verbs" >"$out/test_verbs.log" 2>&1; then
+        ok=1
+    else
+        ok=0
+    fi
+    grep -E '^[0-9]+%: Checks|^test_verbs: rxe' "$out/test_verbs.log" | sed 's/^/    /'
+    result "$name" "$ok" $(($(date +%s) - t0)) "$out/test_verbs.log"
+}
+test_verbs "test_verbs (transport level)"
+# 2 credits per peer and no inline data: every few messages wait for credits
+test_verbs "test_verbs with DEED_VERBS_CREDITS=2 DEED_VERBS_INLINE=0" \
+    DEED_VERBS_CREDITS=2 DEED_VERBS_INLINE=0
 
 for tr in verbs ucx; do
     scenario "$tr" test_multirank 4 remote_tasks -1
