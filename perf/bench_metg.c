@@ -32,13 +32,14 @@
  *
  * Output, one JSON object per line (rank 0's stdout; deedrun prefixes "[0] "):
  *   {"bench":"metg","metric":"spin_rate","value":r,"unit":"iters/us"}
- *   {"bench":"metg_baseline","metric":"efficiency","value":e,"pattern":"barrier","grain_us":g,
- *    "tasks":n,"workers":W,"steps":T,"wall_s":s}               per point, then
+ *   {"bench":"metg_baseline","metric":"efficiency","value":e,"unit":"fraction",
+ *    "pattern":"barrier","grain_us":g,"tasks":n,"workers":W,"steps":T,"wall_s":s}  per
+ *    point, then
  *   {"bench":"metg_baseline","metric":"metg50","value":us,"unit":"us","pattern":"barrier",
  *    "workers":W,"found":true|false}
- *   {"bench":"metg","metric":"efficiency","value":e,"pattern":"nodep"|"stencil","grain_us":g,
- *    "tasks":n,"workers":W,"steps":T,"wall_s":s,"overhead_us":o,"rank0_share":f,
- *    "leases_requested":n,"leases_spilled":n}                  per point:
+ *   {"bench":"metg","metric":"efficiency","value":e,"unit":"fraction",
+ *    "pattern":"nodep"|"stencil","grain_us":g,"tasks":n,"workers":W,"steps":T,"wall_s":s,
+ *    "overhead_us":o,"rank0_share":f,"leases_requested":n,"leases_spilled":n}  per point:
  *    overhead_us = wall * width / tasks - grain (runtime time per task on one worker),
  *    rank0_share = the fraction of the task bodies that ran on rank 0, leases_requested and
  *    leases_spilled = rank 0's counters over the point's repetitions (placement)
@@ -477,8 +478,8 @@ static void series_end(const struct opts *o, uint64_t width, struct series *se, 
     *pt = (struct point){g, g * 1e-6 / se->step_s};
     se->prev_g = g;
     se->prev_step = se->step_s * 1e6;
-    printf("{\"bench\":\"%s\",\"metric\":\"efficiency\",\"value\":%.4f,\"pattern\":\"%s\","
-           "\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
+    printf("{\"bench\":\"%s\",\"metric\":\"efficiency\",\"value\":%.4f,\"unit\":\"fraction\","
+           "\"pattern\":\"%s\",\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
            ",\"wall_s\":%.4f",
            se->bench, pt->eff, se->pattern, g, tasks, width, se->steps, wall);
     if (se->sc)
