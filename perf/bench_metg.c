@@ -479,8 +479,8 @@ static void series_end(const struct opts *o, uint64_t width, struct series *se, 
     se->prev_g = g;
     se->prev_step = se->step_s * 1e6;
     printf("{\"bench\":\"%s\",\"metric\":\"efficiency\",\"value\":%.4f,\"unit\":\"fraction\","
-           "\"pattern\":\"%s\",\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64 ",\"steps\":%" PRIu64
-           ",\"wall_s\":%.4f",
+           "\"pattern\":\"%s\",\"grain_us\":%.4g,\"tasks\":%" PRIu64 ",\"workers\":%" PRIu64
+           ",\"steps\":%" PRIu64 ",\"wall_s\":%.4f",
            se->bench, pt->eff, se->pattern, g, tasks, width, se->steps, wall);
     if (se->sc)
         printf(",\"overhead_us\":%.3f,\"rank0_share\":%.3f,\"leases_requested\":%" PRIu64
