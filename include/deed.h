@@ -103,7 +103,7 @@ typedef enum deed_log_level {
  * | store_size    | DEED_STORE_SIZE     | 1M..1T, suffix K/M/G/T (binary)      | 256M             |
  * | inline_max    | DEED_INLINE_MAX     | 0 (auto), 1..1M, suffix K/M          | 0 (auto)         |
  * | pin_workers   | DEED_PIN            | 0/1, yes/no, true/false, on/off      | 1                |
- * | spin_us       | DEED_SPIN_US        | 0..1000000                           | 200              |
+ * | spin_us       | DEED_SPIN_US        | 0..1000000                           | 50               |
  * | stack_size    | DEED_STACK_SIZE     | 64K..1G                              | 8M               |
  * | log_level     | DEED_LOG            | error, warn, info, debug             | warn             |
  * | transport     | DEED_TRANSPORT      | auto, local, ucx (as built)          | auto             |

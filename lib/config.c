@@ -25,7 +25,7 @@ DEED_API deed_status_t deed_config_default(deed_config_t *cfg)
     cfg->size = sizeof(*cfg);
     cfg->num_workers = 0;
     cfg->max_threads = 4096;
-    cfg->spin_us = 200; /* > 2 futex wake-ups: see docs/performance.md, "spin time" */
+    cfg->spin_us = 50;
     cfg->store_size = 256ull << 20;
     cfg->inline_max = 0; /* auto: the transport's eager limit */
     cfg->stack_size = 8ull << 20;

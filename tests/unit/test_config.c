@@ -24,7 +24,7 @@ START_TEST(defaults_match_the_table)
     ck_assert_uint_eq(c.size, sizeof(deed_config_t));
     ck_assert_uint_eq(c.num_workers, 0);
     ck_assert_uint_eq(c.max_threads, 4096);
-    ck_assert_uint_eq(c.spin_us, 200);
+    ck_assert_uint_eq(c.spin_us, 50);
     ck_assert_uint_eq(c.store_size, 256ull << 20);
     ck_assert_uint_eq(c.inline_max, 0); /* auto: the transport's eager limit */
     ck_assert_uint_eq(c.stack_size, 8ull << 20);
