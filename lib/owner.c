@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "log.h"
@@ -43,8 +44,14 @@ void err_unref(struct err *e)
 }
 
 /* Stamps waiters linked while a wake runs on this thread, so the wake does not pick up a
- * waiter that re-linked itself (a task that now needs the bytes pulled). */
-static __thread uint32_t wake_stamp;
+ * waiter that re-linked itself (a task that now needs the bytes pulled). Every wake gets a
+ * stamp never used before (one 64-bit counter for the process); 0 = linked outside any
+ * wake. (The stamp used to be this thread's counter, put back to its old value when a wake
+ * ended: the next wake then reused the finished wake's stamp, took the waiters linked during
+ * that one on other rows for its own re-links and left them aside, and a task waiting for a
+ * row that was ready but held remotely waited forever: BUGS-fault.md F3.) */
+static _Atomic uint64_t wake_next;
+static __thread uint64_t wake_stamp;
 
 void wlist_add(struct wlist *l, struct waiter *w)
 {
@@ -115,9 +122,10 @@ void owner_wake(struct rt *rt, struct obj *o)
     /* a waiter's action may drop the row's last count: keep it alive until the walk ends
      * (callers free it afterwards through owner_maybe_free) */
     o->pins++;
-    uint32_t outer = wake_stamp;
+    uint64_t outer = wake_stamp;
 again:;
-    uint32_t stamp = ++wake_stamp ? wake_stamp : ++wake_stamp;
+    uint64_t stamp = atomic_fetch_add_explicit(&wake_next, 1, memory_order_relaxed) + 1;
+    wake_stamp = stamp;
     while ((w = o->waiters.head) != NULL) {
         wlist_del(&o->waiters, w);
         if (w->stamp == stamp) { /* linked during this wake: leave it for the next */

@@ -23,6 +23,9 @@
 #include "transport.h"
 
 #define PENDING_BUCKETS 4096
+/* an object in debug lines: low 32 bits of the id, index, owner */
+#define OBJ_FMT "obj %08x:%u@%u"
+#define OBJ_ARGS(o) (unsigned)(o)->id.lo, (o)->id.index, (o)->owner
 #define MAX_SEGS 8
 
 enum { ARG_VALUE = 1, ARG_INLINE, ARG_LOCATED, ARG_FUTURE };
@@ -1042,6 +1045,7 @@ void member_apply(struct rt *rt, uint32_t d)
         issued_unlink(rt, p);
         p->abandoned = 1; /* its block stays allocated: a late completion frees it */
         p->row->pulling = 0;
+        log_debug("pull abandoned: " OBJ_FMT " from dead rank %u", OBJ_ARGS(p->row), d);
     }
     /* pulls waiting for an rkey from d */
     for (int s = 0; s < MAX_SEGS; s++) {
@@ -1134,6 +1138,8 @@ static void pull_done(void *arg, int status)
 {
     struct pull *p = arg;
     struct rt *rt = p->rt;
+    log_debug("pull done: " OBJ_FMT " from rank %u: status %d%s", OBJ_ARGS(p->row), p->src.rank,
+              status, p->abandoned ? " (abandoned)" : "");
     if (p->abandoned) {
         /* its source died and the row moved on; the transport finished late: the block
          * is no longer written to */
@@ -1233,6 +1239,9 @@ static void pull_start(struct rt *rt, struct obj *o)
             src = &o->locs[i];
             break;
         }
+    log_debug("pull start: " OBJ_FMT " (%llu bytes) from %s%u", OBJ_ARGS(o),
+              (unsigned long long)o->size, src ? "rank " : "no copy, nlocs ",
+              src ? src->rank : o->nlocs);
     if (src == NULL) {
         if (o->owner == rt->rank) {
             owner_reconstruct(rt, o, UINT32_MAX);
@@ -1262,8 +1271,13 @@ static void pull_start(struct rt *rt, struct obj *o)
 
 void remote_fetch(struct rt *rt, struct obj *o)
 {
-    if (rt->nranks == 1 || row_has_bytes(o) || o->pulling || o->locating)
+    if (rt->nranks == 1 || row_has_bytes(o))
         return;
+    if (o->pulling || o->locating) {
+        log_debug("fetch: " OBJ_FMT " already %s", OBJ_ARGS(o),
+                  o->pulling ? "being pulled" : "located");
+        return;
+    }
     if (o->state == OBJ_READY && o->where == WHERE_REMOTE) {
         pull_start(rt, o);
     } else if (o->owner != rt->rank && o->state == OBJ_PENDING) {

@@ -49,7 +49,7 @@ enum waiter_kind { W_TASKDEP = 1, W_GET, W_WAITN, W_REMOTE };
 struct waiter {
     struct waiter *prev, *next;
     uint8_t kind;
-    uint32_t stamp; /* the wake during which it was linked (see owner_wake) */
+    uint64_t stamp; /* the wake during which it was linked (see owner_wake) */
 };
 
 struct wlist {
