@@ -47,7 +47,6 @@ struct keyq {
     struct lease *leases;
     uint32_t requests;         /* lease requests in flight */
     uint32_t req_to;           /* the rank the last request went to */
-    uint32_t nleases;          /* leases in the list */
 };
 
 struct leases {
@@ -137,9 +136,8 @@ static int sched_decide(struct rt *rt, uint32_t owner, uint8_t flags, uint32_t *
     struct leases *L = rt->leases;
     if (L->granted >= rt->sched.nslots && !(flags & (LREQ_FINAL | LREQ_PINNED))) {
         uint32_t best = rt->rank, best_free = 0;
-        /* every other rank once, starting at a rotating one (ties spread) */
-        for (uint32_t k = 0; k + 1 < rt->nranks; k++) {
-            uint32_t p = (rt->rank + 1 + (k + rt->place_rr) % (rt->nranks - 1)) % rt->nranks;
+        for (uint32_t k = 1; k < rt->nranks; k++) {
+            uint32_t p = (rt->rank + k + rt->place_rr) % rt->nranks;
             struct peer *pe = &rt->peers[p];
             if (pe->dead)
                 continue;
@@ -234,7 +232,6 @@ static void add_lease(struct rt *rt, struct keyq *q, uint32_t rank, uint32_t id)
     l->last_used = now_ns();
     l->next = q->leases;
     q->leases = l;
-    q->nleases++;
     rt->leases->held++;
 }
 
@@ -303,7 +300,6 @@ static void return_lease(struct rt *rt, struct keyq *q, struct lease *l)
     while (*pp != l)
         pp = &(*pp)->next;
     *pp = l->next;
-    q->nleases--;
     rt->leases->held--;
     if (l->rank == rt->rank) {
         if (rt->leases->granted)
@@ -314,18 +310,8 @@ static void return_lease(struct rt *rt, struct keyq *q, struct lease *l)
         struct wbuf *w = net_msg(rt, l->rank, WT_LEASE_RETURN);
         wbuf_u32(w, l->id);
         net_msg_end(rt, l->rank);
-        /* that rank has a slot more now: an idle rank sends nothing that would say so,
-         * and a view stuck at 0 free slots kept every spill away from it */
-        if (rt->peers[l->rank].load_free < UINT16_MAX)
-            rt->peers[l->rank].load_free++;
     }
     free(l);
-}
-
-/* Leases a queue gets before it pipelines: one per worker slot of the job. */
-static uint32_t lease_spread(const struct rt *rt)
-{
-    return rt->nranks * rt->sched.nslots;
 }
 
 static void lease_dispatch(struct rt *rt, struct keyq *q)
@@ -336,20 +322,14 @@ static void lease_dispatch(struct rt *rt, struct keyq *q)
         for (struct lease *l = q->leases; l; l = l->next)
             if (l->inflight < depth && (best == NULL || l->inflight < best->inflight))
                 best = l;
-        /* Spread before pipelining: while every lease is busy and the job has slots this
-         * queue holds no lease on, ask for one and let the task wait for it, rather than
-         * queue it behind another task on a busy slot (two ready stencil tasks on a
-         * 2-rank job used to run one after the other on rank 0 while rank 1 idled). Past
-         * one lease per slot, leases take up to `depth` tasks each (pipelining). */
-        int spread = best != NULL && best->inflight > 0 && q->nleases < lease_spread(rt);
-        if (best == NULL || spread) {
+        if (best == NULL) {
             if (q->requests == 0) {
                 uint32_t to = q->target >= 0 ? (uint32_t)q->target : rt->rank;
                 request_lease(rt, q, to, q->target >= 0 ? LREQ_FINAL | (q->pinned ? LREQ_PINNED : 0)
                                                         : 0);
                 continue; /* a local grant may have arrived synchronously */
             }
-            return; /* the answer dispatches */
+            return;
         }
         struct task *t = q->head;
         q->head = t->qnext;
@@ -401,7 +381,10 @@ int lease_enqueue(struct rt *rt, struct task *t)
     lease_dispatch(rt, q);
     /* the queue outgrew every lease's room: ask for one more (scale out), up to one lease
      * per worker slot of the job */
-    if (q->head && q->requests == 0 && q->nleases < lease_spread(rt)) {
+    uint32_t nleases = 0;
+    for (struct lease *l = q->leases; l; l = l->next)
+        nleases++;
+    if (q->head && q->requests == 0 && nleases < rt->nranks * rt->sched.nslots) {
         uint32_t to = q->target >= 0 ? (uint32_t)q->target : rt->rank;
         request_lease(rt, q, to, q->target >= 0 ? LREQ_FINAL | (q->pinned ? LREQ_PINNED : 0) : 0);
     }
@@ -455,7 +438,6 @@ void lease_on_death(struct rt *rt, uint32_t d)
                 struct lease *l = *pp;
                 if (l->rank == d) {
                     *pp = l->next;
-                    q->nleases--;
                     L->held--;
                     free(l);
                 } else {
