@@ -136,8 +136,11 @@ static int sched_decide(struct rt *rt, uint32_t owner, uint8_t flags, uint32_t *
     struct leases *L = rt->leases;
     if (L->granted >= rt->sched.nslots && !(flags & (LREQ_FINAL | LREQ_PINNED))) {
         uint32_t best = rt->rank, best_free = 0;
-        for (uint32_t k = 1; k < rt->nranks; k++) {
-            uint32_t p = (rt->rank + k + rt->place_rr) % rt->nranks;
+        /* every other rank once, starting at a rotating one (ties spread); the rotation
+         * used to be (rank + k + rr) % nranks, which can land on this rank and skip a
+         * peer: about half the spills were granted here */
+        for (uint32_t k = 0; k + 1 < rt->nranks; k++) {
+            uint32_t p = (rt->rank + 1 + (k + rt->place_rr) % (rt->nranks - 1)) % rt->nranks;
             struct peer *pe = &rt->peers[p];
             if (pe->dead)
                 continue;
@@ -310,6 +313,10 @@ static void return_lease(struct rt *rt, struct keyq *q, struct lease *l)
         struct wbuf *w = net_msg(rt, l->rank, WT_LEASE_RETURN);
         wbuf_u32(w, l->id);
         net_msg_end(rt, l->rank);
+        /* that rank has a slot more now: an idle rank sends nothing that would say so,
+         * and a view stuck at 0 free slots kept every spill away from it */
+        if (rt->peers[l->rank].load_free < UINT16_MAX)
+            rt->peers[l->rank].load_free++;
     }
     free(l);
 }
