@@ -45,13 +45,22 @@ void err_unref(struct err *e)
 
 /* Stamps waiters linked while a wake runs on this thread, so the wake does not pick up a
  * waiter that re-linked itself (a task that now needs the bytes pulled). Every wake gets a
- * stamp never used before (one 64-bit counter for the process); 0 = linked outside any
- * wake. (The stamp used to be this thread's counter, put back to its old value when a wake
- * ended: the next wake then reused the finished wake's stamp, took the waiters linked during
- * that one on other rows for its own re-links and left them aside, and a task waiting for a
- * row that was ready but held remotely waited forever: BUGS-fault.md F3.) */
-static _Atomic uint64_t wake_next;
-static __thread uint64_t wake_stamp;
+ * stamp never used before in the process: this thread's number (taken once) in the high
+ * bits, its own wake count below, so no wake pays for a shared atomic; 0 = linked outside
+ * any wake. (The stamp used to be this thread's counter, put back to its old value when a
+ * wake ended: the next wake then reused the finished wake's stamp, took the waiters linked
+ * during that one on other rows for its own re-links and left them aside, and a task waiting
+ * for a row that was ready but held remotely waited forever: BUGS-fault.md F3.) */
+static _Atomic uint32_t wake_threads;
+static __thread uint64_t wake_base, wake_count, wake_stamp;
+
+static uint64_t wake_new_stamp(void)
+{
+    if (wake_base == 0) /* thread numbers from 1: a stamp is never 0 */
+        wake_base = (uint64_t)(atomic_fetch_add_explicit(&wake_threads, 1,
+                                                         memory_order_relaxed) + 1) << 40;
+    return wake_base | (++wake_count & ((1ull << 40) - 1));
+}
 
 void wlist_add(struct wlist *l, struct waiter *w)
 {
@@ -124,7 +133,7 @@ void owner_wake(struct rt *rt, struct obj *o)
     o->pins++;
     uint64_t outer = wake_stamp;
 again:;
-    uint64_t stamp = atomic_fetch_add_explicit(&wake_next, 1, memory_order_relaxed) + 1;
+    uint64_t stamp = wake_new_stamp();
     wake_stamp = stamp;
     while ((w = o->waiters.head) != NULL) {
         wlist_del(&o->waiters, w);
