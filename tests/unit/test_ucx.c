@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "deed.h"
+#include "testutil.h"
 #include "log.h"
 #include "transport.h"
 #include "ucx/ucx.h"
@@ -50,51 +51,11 @@
             ck_abort_msg(__VA_ARGS__);                                                             \
     } while (0)
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int send_blob(int fd, const void *buf, size_t len)
 {
     uint64_t n = len;
 
-    return write_all(fd, &n, sizeof(n)) || write_all(fd, buf, len) ? -1 : 0;
+    return tu_write_all(fd, &n, sizeof(n)) || tu_write_all(fd, buf, len) ? -1 : 0;
 }
 
 /* Reads one blob into a malloc'd buffer; NULL on error. */
@@ -103,10 +64,10 @@ static void *recv_blob(int fd, size_t *len)
     uint64_t n;
     void *buf;
 
-    if (read_all(fd, &n, sizeof(n)) || n > (1u << 20))
+    if (tu_read_all(fd, &n, sizeof(n)) || n > (1u << 20))
         return NULL;
     buf = malloc(n ? n : 1);
-    if (buf && read_all(fd, buf, n)) {
+    if (buf && tu_read_all(fd, buf, n)) {
         free(buf);
         return NULL;
     }
@@ -263,7 +224,7 @@ static unsigned wait_sleeps, wait_timeouts; /* in wait_msg: poll calls, and thos
 
 static struct msg *wait_msg(struct side *s, double timeout)
 {
-    double end = now_s() + timeout;
+    double end = tu_now_s() + timeout;
     unsigned spins = 0;
 
     while (!s->head) {
@@ -277,7 +238,7 @@ static struct msg *wait_msg(struct side *s, double timeout)
             if (poll(&pf, 1, wait_poll_ms) == 0)
                 wait_timeouts++;
         }
-        if (now_s() > end)
+        if (tu_now_s() > end)
             return NULL;
     }
     return pop_msg(s);
@@ -286,7 +247,7 @@ static struct msg *wait_msg(struct side *s, double timeout)
 /* Progresses (sleeping on the event fd when armed) until fd is readable or the deadline. */
 static int wait_fd_progress(struct side *s, int fd, double timeout, int *sleeps)
 {
-    double end = now_s() + timeout;
+    double end = tu_now_s() + timeout;
 
     for (;;) {
         struct pollfd pf[2] = {{.fd = fd, .events = POLLIN},
@@ -300,7 +261,7 @@ static int wait_fd_progress(struct side *s, int fd, double timeout, int *sleeps)
         }
         if (poll(pf, 2, ms) > 0 && (pf[0].revents & (POLLIN | POLLHUP)))
             return 0;
-        if (now_s() > end)
+        if (tu_now_s() > end)
             return -1;
     }
 }
@@ -420,7 +381,7 @@ static void am_child(int sock)
         CHILD_CHECK(wait_timeouts == 0); /* event-driven: every sleep was woken */
     /* Keep progressing (the reply may still be in flight) until the parent is done. */
     CHILD_CHECK(wait_fd_progress(&s, sock, 60, NULL) == 0);
-    CHILD_CHECK(read_all(sock, &c, 1) == 0 && c == 'x');
+    CHILD_CHECK(tu_read_all(sock, &c, 1) == 0 && c == 'x');
     side_close(&s);
     exit(0); /* not _exit: leak checkers run at exit */
 }
@@ -452,7 +413,7 @@ static void am_test(const char *tls, int event_driven)
     ck_assert_int_eq(side_open(&s, 0, sp), 0);
     ck_assert_uint_eq(s.ops->eager_limit(s.tp) > 0, 1);
     for (int stp = 0; stp < nsteps; stp++) {
-        double t0 = now_s(), dt;
+        double t0 = tu_now_s(), dt;
 
         for (int r = 0; r < steps[stp].rounds; r++, seq++) {
             FAST_CHECK(send_msg(&s, 1, seq, 0, steps[stp].len) == DEED_OK, "send failed");
@@ -462,7 +423,7 @@ static void am_test(const char *tls, int event_driven)
                        steps[stp].len);
             free(m);
         }
-        dt = now_s() - t0;
+        dt = tu_now_s() - t0;
         fprintf(stderr,
                 "test_ucx [UCX_TLS=%s] AM ping-pong %8zu B: %5d round trips, %8.2f us per "
                 "round trip, %7.1f MB/s each way\n",
@@ -489,7 +450,7 @@ static void am_test(const char *tls, int event_driven)
     if (event_driven)
         ck_assert_uint_eq(wait_timeouts, 0); /* every sleep was woken by the event fd */
     side_close(&s);
-    ck_assert_int_eq(write_all(sp, "x", 1), 0);
+    ck_assert_int_eq(tu_write_all(sp, "x", 1), 0);
     reap_ok(pid);
     close(sp);
 }
@@ -538,10 +499,10 @@ static void get_child(int sock)
     region_fill(addr, REGION);
     CHILD_CHECK(s.ops->rkey_pack(s.tp, mem, &rkey, &rlen) == DEED_OK);
     a = (uint64_t)(uintptr_t)addr;
-    CHILD_CHECK(write_all(sock, &a, sizeof(a)) == 0 && send_blob(sock, rkey, rlen) == 0);
+    CHILD_CHECK(tu_write_all(sock, &a, sizeof(a)) == 0 && send_blob(sock, rkey, rlen) == 0);
     s.ops->rkey_buf_free(s.tp, rkey);
     CHILD_CHECK(wait_fd_progress(&s, sock, 250, &sleeps) == 0);
-    CHILD_CHECK(read_all(sock, &c, 1) == 0 && c == 'x');
+    CHILD_CHECK(tu_read_all(sock, &c, 1) == 0 && c == 'x');
     CHILD_CHECK(s.ops->mem_unmap(s.tp, mem) == DEED_OK);
     side_close(&s);
     exit(0); /* not _exit: leak checkers run at exit */
@@ -565,12 +526,12 @@ static int get_wait(struct side *s, void *dst, struct tp_mem *dmem, uint64_t rad
                     const void *rkey, size_t rlen, size_t len)
 {
     struct get_done d = {0, 1};
-    double end = now_s() + 120;
+    double end = tu_now_s() + 120;
     int rc = s->ops->get(s->tp, 1, dst, dmem, raddr, rkey, rlen, len, get_cb, &d);
 
     if (rc != DEED_OK)
         return rc;
-    while (d.calls == 0 && now_s() < end)
+    while (d.calls == 0 && tu_now_s() < end)
         s->ops->progress(s->tp);
     ck_assert_int_eq(d.calls, 1);
     return d.status;
@@ -600,7 +561,7 @@ static void get_test(const char *tls)
     ck_assert_int_eq(side_open(&s, 0, sp), 0);
     ck_assert(s.ops->caps(s.tp) & TP_CAP_RMA_GET);
     ck_assert(s.ops->caps(s.tp) & TP_CAP_MEM_ALLOC);
-    ck_assert_int_eq(read_all(sp, &raddr, sizeof(raddr)), 0);
+    ck_assert_int_eq(tu_read_all(sp, &raddr, sizeof(raddr)), 0);
     rkey = recv_blob(sp, &rlen);
     ck_assert_ptr_nonnull(rkey);
     expect = malloc(REGION);
@@ -637,7 +598,7 @@ static void get_test(const char *tls)
     {
         struct get_done d = {0, 0};
 
-        t0 = now_s();
+        t0 = tu_now_s();
         for (int i = 0; i < n; i++) {
             int done = d.calls;
 
@@ -647,7 +608,7 @@ static void get_test(const char *tls)
             while (d.calls == done)
                 s.ops->progress(s.tp);
         }
-        dt = now_s() - t0;
+        dt = tu_now_s() - t0;
         ck_assert_int_eq(d.status, 0);
     }
     fprintf(stderr, "test_ucx [UCX_TLS=%s] get 8 B: %.2f us each (%d gets, one at a time)\n", tls,
@@ -657,7 +618,7 @@ static void get_test(const char *tls)
         int issued = 0, depth = 8;
 
         n = 512;
-        t0 = now_s();
+        t0 = tu_now_s();
         while (d.calls < n) {
             while (issued < n && issued - d.calls < depth) {
                 FAST_CHECK(s.ops->get(s.tp, 1, dst + (size_t)(issued % 32) * MiB, dmem,
@@ -668,7 +629,7 @@ static void get_test(const char *tls)
             }
             s.ops->progress(s.tp);
         }
-        dt = now_s() - t0;
+        dt = tu_now_s() - t0;
         ck_assert_int_eq(d.status, 0);
         fprintf(stderr, "test_ucx [UCX_TLS=%s] get 1 MiB: %.2f GB/s (%d gets, %d in flight)\n", tls,
                 (double)n * MiB / dt / 1e9, n, depth);
@@ -679,7 +640,7 @@ static void get_test(const char *tls)
         struct get_done d = {0, 0};
 
         n = 2000;
-        t0 = now_s();
+        t0 = tu_now_s();
         for (int i = 0; i < n; i++) {
             int done = d.calls;
 
@@ -689,7 +650,7 @@ static void get_test(const char *tls)
             while (d.calls == done)
                 s.ops->progress(s.tp);
         }
-        dt = now_s() - t0;
+        dt = tu_now_s() - t0;
         ck_assert_int_eq(d.status, 0);
         fprintf(stderr,
                 "test_ucx [UCX_TLS=%s] get 1 MiB, same buffers: %.2f GB/s (%d gets, one at a "
@@ -708,7 +669,7 @@ static void get_test(const char *tls)
     ck_assert_int_eq(s.ops->mem_unmap(s.tp, dmem), DEED_OK);
     s.ops->rkey_buf_free(s.tp, rkey);
     side_close(&s);
-    ck_assert_int_eq(write_all(sp, "x", 1), 0);
+    ck_assert_int_eq(tu_write_all(sp, "x", 1), 0);
     reap_ok(pid);
     close(sp);
     free(dst);
@@ -742,12 +703,12 @@ static void kill_child(int sock)
     CHILD_CHECK(s.ops->mem_map(s.tp, &addr, 8 * MiB, TP_MEM_ALLOCATE, &mem) == DEED_OK);
     CHILD_CHECK(s.ops->rkey_pack(s.tp, mem, &rkey, &rlen) == DEED_OK);
     a = (uint64_t)(uintptr_t)addr;
-    CHILD_CHECK(write_all(sock, &a, sizeof(a)) == 0 && send_blob(sock, rkey, rlen) == 0);
+    CHILD_CHECK(tu_write_all(sock, &a, sizeof(a)) == 0 && send_blob(sock, rkey, rlen) == 0);
     CHILD_CHECK(send_msg(&s, 0, 0, 1, 8) == DEED_OK);
     /* Progress until the parent has its hello, then stop progressing (so a tcp get to us
      * stays pending) and wait to be killed. */
     CHILD_CHECK(wait_fd_progress(&s, sock, 60, NULL) == 0);
-    CHILD_CHECK(read_all(sock, &c, 1) == 0);
+    CHILD_CHECK(tu_read_all(sock, &c, 1) == 0);
     for (;;)
         pause();
 }
@@ -776,13 +737,13 @@ START_TEST(killed_peer_tcp)
 
     ck_assert_int_eq(side_open(&s, 0, sp), 0);
     ck_assert(s.ops->caps(s.tp) & TP_CAP_PEER_FAILURE);
-    ck_assert_int_eq(read_all(sp, &raddr, sizeof(raddr)), 0);
+    ck_assert_int_eq(tu_read_all(sp, &raddr, sizeof(raddr)), 0);
     rkey = recv_blob(sp, &rlen);
     ck_assert_ptr_nonnull(rkey);
     m = wait_msg(&s, 60);
     ck_assert(msg_ok(m, 1, 0, 1, 8));
     free(m);
-    ck_assert_int_eq(write_all(sp, "x", 1), 0);
+    ck_assert_int_eq(tu_write_all(sp, "x", 1), 0);
     usleep(100000); /* let the child stop progressing */
 
     /* A get that needs the (no longer progressing) target over tcp: pending until the kill. */
@@ -796,15 +757,15 @@ START_TEST(killed_peer_tcp)
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFSIGNALED(status));
 
-    end = now_s() + 60;
-    while (s.failures == 0 && now_s() < end) {
+    end = tu_now_s() + 60;
+    while (s.failures == 0 && tu_now_s() < end) {
         s.ops->progress(s.tp);
         usleep(1000);
     }
     ck_assert_int_eq(s.failures, 1);
     ck_assert_uint_eq(s.failed_rank, 1);
     fprintf(stderr, "test_ucx [UCX_TLS=tcp,self] killed peer reported after %.3f s\n",
-            60 - (end - now_s()));
+            60 - (end - tu_now_s()));
     for (int i = 0; i < 100; i++)
         s.ops->progress(s.tp);
     ck_assert_int_eq(s.failures, 1); /* once */
@@ -917,8 +878,8 @@ START_TEST(loopback)
     ck_assert_int_eq(s.ops->get(s.tp, 0, dst, NULL, (uint64_t)(uintptr_t)region + 4096, rkey, rlen,
                                 sizeof(dst), get_cb, &d),
                      DEED_OK);
-    end = now_s() + 30;
-    while (d.calls == 0 && now_s() < end)
+    end = tu_now_s() + 30;
+    while (d.calls == 0 && tu_now_s() < end)
         s.ops->progress(s.tp);
     ck_assert_int_eq(d.calls, 1);
     ck_assert_int_eq(d.status, 0);

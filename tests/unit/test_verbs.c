@@ -48,46 +48,6 @@
         }                                                                                          \
     } while (0)
 
-static double now_s(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static int write_all(int fd, const void *buf, size_t len)
-{
-    const char *p = buf;
-
-    while (len) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-static int read_all(int fd, void *buf, size_t len)
-{
-    char *p = buf;
-
-    while (len) {
-        ssize_t n = read(fd, p, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 /* Byte i of message `seq`. */
 static unsigned char msg_byte(uint64_t seq, size_t i)
 {
@@ -177,8 +137,8 @@ static int side_open(struct side *s, uint32_t rank, int sock)
     if (s->ops->address(s->tp, &addr, &len) != DEED_OK || len > sizeof(peer))
         return -2;
     mylen = (uint32_t)len;
-    if (write_all(sock, &mylen, 4) || write_all(sock, addr, len) || read_all(sock, &plen, 4) ||
-        plen > sizeof(peer) || read_all(sock, peer, plen))
+    if (tu_write_all(sock, &mylen, 4) || tu_write_all(sock, addr, len) || tu_read_all(sock, &plen, 4) ||
+        plen > sizeof(peer) || tu_read_all(sock, peer, plen))
         return -3;
     return s->ops->connect(s->tp, 1 - rank, peer, plen) == DEED_OK ? 0 : -4;
 }
@@ -195,7 +155,7 @@ static void side_close(struct side *s)
 /* Progresses until pred holds (sleeping on the event fd once armed): 0, or -1 after WAIT_S. */
 static int wait_for(struct side *s, int (*pred)(struct side *, void *), void *arg)
 {
-    double end = now_s() + WAIT_S;
+    double end = tu_now_s() + WAIT_S;
 
     while (!pred(s, arg)) {
         if (s->ops->progress(s->tp) > 0)
@@ -204,7 +164,7 @@ static int wait_for(struct side *s, int (*pred)(struct side *, void *), void *ar
             struct pollfd pf = {.fd = s->ops->event_fd(s->tp), .events = POLLIN};
             poll(&pf, 1, 100);
         }
-        if (now_s() > end)
+        if (tu_now_s() > end)
             return -1;
     }
     return 0;
@@ -328,7 +288,7 @@ static void echo_child(int sock)
         free(m);
     }
     tp_verbs_get_stats(s.tp, &st);
-    CHILD_CHECK(write_all(sock, &st, sizeof(st)) == 0);
+    CHILD_CHECK(tu_write_all(sock, &st, sizeof(st)) == 0);
     side_close(&s);
     close(sock);
     exit(0);
@@ -395,7 +355,7 @@ START_TEST(am_sizes_order_and_credits)
         expect_seq(&s, 100 + k, k % 500 == 0 ? sizes[k / 500 % ns] : 64 + k % 200);
 
     ck_assert_int_eq(s.ops->am_send(s.tp, 1, &end, 1), DEED_OK);
-    ck_assert_int_eq(read_all(sock, &peer, sizeof(peer)), 0);
+    ck_assert_int_eq(tu_read_all(sock, &peer, sizeof(peer)), 0);
     tp_verbs_get_stats(s.tp, &st);
     fprintf(stderr,
             "test_verbs: %s port %u gid %d: %llu messages in %llu SENDs, %u credits/peer, SRQ "
@@ -454,14 +414,14 @@ static void region_child(int sock, int die)
     CHILD_CHECK(s.ops->rkey_pack(s.tp, mem, &rkey, &rlen) == DEED_OK);
     addr = (uint64_t)(uintptr_t)base;
     uint32_t l = (uint32_t)rlen;
-    CHILD_CHECK(write_all(sock, &addr, 8) == 0 && write_all(sock, &l, 4) == 0 &&
-                write_all(sock, rkey, rlen) == 0);
+    CHILD_CHECK(tu_write_all(sock, &addr, 8) == 0 && tu_write_all(sock, &l, 4) == 0 &&
+                tu_write_all(sock, rkey, rlen) == 0);
     s.ops->rkey_buf_free(s.tp, rkey);
     if (die) {
         pause(); /* killed by the parent */
         _exit(4);
     }
-    CHILD_CHECK(read_all(sock, &c, 1) == 0); /* no progress while the parent reads */
+    CHILD_CHECK(tu_read_all(sock, &c, 1) == 0); /* no progress while the parent reads */
     CHILD_CHECK(s.ops->mem_unmap(s.tp, mem) == DEED_OK);
     side_close(&s);
     close(sock);
@@ -473,11 +433,11 @@ static void *recv_rkey(int sock, uint64_t *addr, size_t *rlen)
     uint32_t l;
     void *rkey;
 
-    ck_assert_int_eq(read_all(sock, addr, 8), 0);
-    ck_assert_int_eq(read_all(sock, &l, 4), 0);
+    ck_assert_int_eq(tu_read_all(sock, addr, 8), 0);
+    ck_assert_int_eq(tu_read_all(sock, &l, 4), 0);
     ck_assert_uint_le(l, 256);
     rkey = malloc(l);
-    ck_assert_int_eq(read_all(sock, rkey, l), 0);
+    ck_assert_int_eq(tu_read_all(sock, rkey, l), 0);
     *rlen = l;
     return rkey;
 }
@@ -533,7 +493,7 @@ START_TEST(get_64mib_one_sided)
     tp_verbs_get_stats(s.tp, &st);
     ck_assert_uint_eq(st.gets, 2);
     ck_assert_uint_ge(st.read_wrs, 2);
-    ck_assert_int_eq(write_all(sock, "x", 1), 0);
+    ck_assert_int_eq(tu_write_all(sock, "x", 1), 0);
     reap(pid);
     ck_assert_int_eq(s.ops->mem_unmap(s.tp, dmem), DEED_OK);
     free(rkey);
@@ -569,9 +529,9 @@ START_TEST(killed_peer_reported)
     ck_assert_int_eq(kill(pid, SIGKILL), 0);
     ck_assert_int_eq(waitpid(pid, &status, 0), pid);
     ck_assert(WIFSIGNALED(status));
-    t0 = now_s();
+    t0 = tu_now_s();
     ck_assert_msg(wait_for(&s, has_failure, NULL) == 0, "the killed peer was not reported");
-    fprintf(stderr, "test_verbs: killed peer reported after %.3f s\n", now_s() - t0);
+    fprintf(stderr, "test_verbs: killed peer reported after %.3f s\n", tu_now_s() - t0);
     ck_assert_uint_eq(s.failed_rank, 1);
     for (int i = 0; i < 100; i++)
         s.ops->progress(s.tp);

@@ -7,6 +7,7 @@
 #define DEED_TESTUTIL_H
 
 #include <check.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,6 +57,42 @@ static inline uint64_t tu_now_ns(void)
 static inline double tu_ms_since(uint64_t t0)
 {
     return (double)(tu_now_ns() - t0) / 1e6;
+}
+
+static inline double tu_now_s(void)
+{
+    return (double)tu_now_ns() * 1e-9;
+}
+
+/* All of len bytes to / from a pipe or socket (EINTR retried); 0, or -1 on error or EOF. */
+static inline int tu_write_all(int fd, const void *buf, size_t len)
+{
+    const char *p = buf;
+    while (len) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static inline int tu_read_all(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len) {
+        ssize_t n = read(fd, p, len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
 }
 
 /* A context with @p workers workers (0 = one per core) and a 64 MiB store. */
