@@ -930,11 +930,7 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
     o->locating = 0;
     if (o->state != OBJ_PENDING) {
         /* known meanwhile (e.g. produced here, or a pushed task brought its location):
-         * nothing to learn. But a fetch asked for while this LOCATE was out was skipped
-         * (remote_fetch does nothing while locating): start it now for whoever waits, or
-         * a get and a task on the row would wait forever */
-        if (o->state == OBJ_READY && o->where == WHERE_REMOTE && o->waiters.head)
-            remote_fetch(rt, o);
+         * nothing to learn (remote_fetch pulled it as soon as it was known) */
         owner_maybe_free(rt, o);
         return 0;
     }
@@ -1273,7 +1269,11 @@ void remote_fetch(struct rt *rt, struct obj *o)
 {
     if (rt->nranks == 1 || row_has_bytes(o))
         return;
-    if (o->pulling || o->locating) {
+    /* An outstanding LOCATE only matters while the row is pending: a row that became known
+     * meanwhile (a pushed task brought its location) is pulled now. (Skipping it until the
+     * LOCATE answer came made a get and a task wait forever: the answer found the row known
+     * and had nothing to do; BUGS-multirank.md #6.) */
+    if (o->pulling || (o->locating && o->state == OBJ_PENDING)) {
         log_debug("fetch: " OBJ_FMT " already %s", OBJ_ARGS(o),
                   o->pulling ? "being pulled" : "located");
         return;
