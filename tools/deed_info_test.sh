@@ -99,4 +99,14 @@ for r in (0, 1):
     assert m, sys.argv[2]
     assert (m.group(1), int(m.group(2))) == (plan[r]["cpuset"], plan[r]["store_numa_node"]), m.groups()
 ' "$plan" "$rep" || fail "deedrun --report-bindings disagrees with deed-info: $rep"
+# without --bind, deedrun binds the same way (core is the default)
+rep=$("$deedrun" -n 2 --report-bindings true 2>&1)
+"$py" -c '
+import json, re, sys
+plan = json.loads(sys.argv[1])["placement"]["ranks"]
+for r in (0, 1):
+    m = re.search(r"deedrun: rank %d: --bind core: PUs (\S+) " % r, sys.argv[2])
+    assert m, sys.argv[2]
+    assert m.group(1) == plan[r]["cpuset"], m.groups()
+' "$plan" "$rep" || fail "deedrun without --bind does not bind like --bind core: $rep"
 echo "PASS"
