@@ -109,4 +109,19 @@ for r in (0, 1):
     assert m, sys.argv[2]
     assert m.group(1) == plan[r]["cpuset"], m.groups()
 ' "$plan" "$rep" || fail "deedrun without --bind does not bind like --bind core: $rep"
+# --bind none: the ranks are not bound, but each knows it shares the node (DEED_LOCAL_*) and
+# plans its workers on its core share, not all from core 0
+seen=$("$deedrun" -n 2 --bind none "$info" --json)
+"$py" -c '
+import json, sys
+plan = json.loads(sys.argv[1])["placement"]["ranks"]
+seen = {}
+for line in sys.argv[2].splitlines():
+    rank, _, rest = line.partition("] ")
+    seen[int(rank.strip("["))] = json.loads(rest)["placement"]["ranks"][0]
+for r in (0, 1):
+    assert seen[r]["cpuset"] == plan[r]["cpuset"], (r, seen[r]["cpuset"], plan[r]["cpuset"])
+    assert seen[r]["workers"] == plan[r]["workers"], (r, seen[r]["workers"], plan[r]["workers"])
+print("unbound ranks plan their workers on their shares:", [(r, seen[r]["workers"]) for r in (0, 1)])
+' "$plan" "$seen" || fail "unbound deedrun ranks do not plan on their core shares"
 echo "PASS"
