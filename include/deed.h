@@ -484,7 +484,7 @@ typedef struct deed_stats {
     uint64_t lineage_bytes;    /**< memory held by lineage (task specs kept) */
     uint64_t lineage_evictions;/**< lineage dropped to stay under DEED_LINEAGE_MAX */
     uint32_t ranks_dead;       /**< ranks declared dead so far */
-    uint32_t pad2_;
+    uint32_t leases_held_peak; /**< the most leases this rank held at once (owner side) */
 } deed_stats_t;
 
 /**

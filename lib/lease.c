@@ -30,10 +30,12 @@ enum { LREQ_FINAL = 1, LREQ_PINNED = 2 };
 
 struct lease {
     struct lease *next;
+    struct lease *anext, *aprev; /* the key's ring of leases with room (inflight < depth) */
     struct keyq *q;
     uint32_t rank;
     uint32_t id;
     uint32_t inflight;
+    uint8_t in_avail;
     uint64_t last_used;
 };
 
@@ -45,6 +47,8 @@ struct keyq {
     struct task *head, *tail;  /* resolved tasks waiting for room in a lease */
     uint32_t queued;
     struct lease *leases;
+    struct lease *avail;       /* leases with room, served round-robin from here */
+    uint32_t nleases;
     uint32_t requests;         /* lease requests in flight */
     uint32_t req_to;           /* the rank the last request went to */
 };
@@ -58,6 +62,7 @@ struct leases {
     uint64_t idle_ns;
     uint64_t last_scan;
     uint32_t held;             /* owner side: leases held */
+    uint32_t held_peak;
     uint64_t requested, spilled;
     uint32_t *granted_to;      /* scheduler side: leases held per owner rank */
 };
@@ -116,6 +121,7 @@ void lease_stats(struct rt *rt, deed_stats_t *s)
     if (L == NULL)
         return;
     s->leases_held = L->held;
+    s->leases_held_peak = L->held_peak;
     s->leases_granted = L->granted;
     s->leases_requested = L->requested;
     s->leases_spilled = L->spilled;
@@ -222,6 +228,63 @@ static struct keyq *keyq_get(struct rt *rt, uint64_t key, int32_t target, uint8_
 
 static void request_lease(struct rt *rt, struct keyq *q, uint32_t to, uint8_t flags);
 
+/* The ring of leases with room: a task goes to the head, which then moves to the tail, so
+ * consecutive tasks spread over the leases (different ranks or worker slots) in O(1). */
+static void avail_add(struct keyq *q, struct lease *l)
+{
+    if (l->in_avail)
+        return;
+    l->in_avail = 1;
+    if (q->avail == NULL) {
+        l->anext = l->aprev = l;
+        q->avail = l;
+        return;
+    }
+    struct lease *h = q->avail; /* insert before the head = at the tail */
+    l->anext = h;
+    l->aprev = h->aprev;
+    h->aprev->anext = l;
+    h->aprev = l;
+}
+
+static void avail_del(struct keyq *q, struct lease *l)
+{
+    if (!l->in_avail)
+        return;
+    l->in_avail = 0;
+    if (l->anext == l) {
+        q->avail = NULL;
+    } else {
+        l->aprev->anext = l->anext;
+        l->anext->aprev = l->aprev;
+        if (q->avail == l)
+            q->avail = l->anext;
+    }
+    l->anext = l->aprev = NULL;
+}
+
+/* How many leases one key may hold. A key pinned to (or aimed at) one rank: one per worker
+ * slot there (the ranks of a job run the same number of workers; more leases than slots add
+ * no parallelism, only tasks in flight); a key that runs anywhere: one per slot of the job.
+ * Before this bound, a queue longer than the leases' room asked for one more lease every
+ * time it found them full, and a pinned target grants every request: a 2-rank benchmark
+ * held 146 leases and scanned them for every task (half of the owner's time). */
+static uint32_t lease_cap(struct rt *rt, const struct keyq *q)
+{
+    uint32_t slots = rt->sched.nslots ? rt->sched.nslots : 1;
+    return q->target >= 0 ? slots : rt->nranks * slots;
+}
+
+/* Ask for one more lease when tasks wait, none of the leases has room, no request is out
+ * and the key is below its bound. */
+static void maybe_request(struct rt *rt, struct keyq *q)
+{
+    if (q->head == NULL || q->avail != NULL || q->requests != 0 || q->nleases >= lease_cap(rt, q))
+        return;
+    uint32_t to = q->target >= 0 ? (uint32_t)q->target : rt->rank;
+    request_lease(rt, q, to, q->target >= 0 ? LREQ_FINAL | (q->pinned ? LREQ_PINNED : 0) : 0);
+}
+
 static void add_lease(struct rt *rt, struct keyq *q, uint32_t rank, uint32_t id)
 {
     struct lease *l = calloc(1, sizeof(*l));
@@ -232,10 +295,13 @@ static void add_lease(struct rt *rt, struct keyq *q, uint32_t rank, uint32_t id)
     l->q = q;
     l->rank = rank;
     l->id = id;
-    l->last_used = now_ns();
+    l->last_used = now_coarse_ns();
     l->next = q->leases;
     q->leases = l;
-    rt->leases->held++;
+    q->nleases++;
+    avail_add(q, l);
+    if (++rt->leases->held > rt->leases->held_peak)
+        rt->leases->held_peak = rt->leases->held;
 }
 
 static void lease_dispatch(struct rt *rt, struct keyq *q);
@@ -303,6 +369,8 @@ static void return_lease(struct rt *rt, struct keyq *q, struct lease *l)
     while (*pp != l)
         pp = &(*pp)->next;
     *pp = l->next;
+    avail_del(q, l);
+    q->nleases--;
     rt->leases->held--;
     if (l->rank == rt->rank) {
         if (rt->leases->granted)
@@ -325,18 +393,13 @@ static void lease_dispatch(struct rt *rt, struct keyq *q)
 {
     uint32_t depth = depth_of(rt);
     while (q->head) {
-        struct lease *best = NULL;
-        for (struct lease *l = q->leases; l; l = l->next)
-            if (l->inflight < depth && (best == NULL || l->inflight < best->inflight))
-                best = l;
+        struct lease *best = q->avail;
         if (best == NULL) {
-            if (q->requests == 0) {
-                uint32_t to = q->target >= 0 ? (uint32_t)q->target : rt->rank;
-                request_lease(rt, q, to, q->target >= 0 ? LREQ_FINAL | (q->pinned ? LREQ_PINNED : 0)
-                                                        : 0);
-                continue; /* a local grant may have arrived synchronously */
-            }
-            return;
+            uint32_t before = q->nleases;
+            maybe_request(rt, q);
+            if (q->avail != NULL || q->nleases != before)
+                continue; /* a local grant arrived synchronously */
+            return;       /* the tasks wait for room in a lease, or for a grant */
         }
         struct task *t = q->head;
         q->head = t->qnext;
@@ -344,7 +407,11 @@ static void lease_dispatch(struct rt *rt, struct keyq *q)
             q->tail = NULL;
         q->queued--;
         best->inflight++;
-        best->last_used = now_ns();
+        if (best->inflight >= depth)
+            avail_del(q, best);
+        else
+            q->avail = best->anext; /* round-robin: the next task tries the next lease */
+        best->last_used = now_coarse_ns();
         t->lease = best;
         t->placed = 1;
         t->exec_rank = best->rank;
@@ -354,6 +421,7 @@ static void lease_dispatch(struct rt *rt, struct keyq *q)
             /* an argument lost its last copy since the task was resolved: re-create it,
              * then place the task again */
             best->inflight--;
+            avail_add(q, best);
             t->lease = NULL;
             t->placed = 0;
             task_resolve_deps(rt, t);
@@ -386,15 +454,6 @@ int lease_enqueue(struct rt *rt, struct task *t)
     q->tail = t;
     q->queued++;
     lease_dispatch(rt, q);
-    /* the queue outgrew every lease's room: ask for one more (scale out), up to one lease
-     * per worker slot of the job */
-    uint32_t nleases = 0;
-    for (struct lease *l = q->leases; l; l = l->next)
-        nleases++;
-    if (q->head && q->requests == 0 && nleases < rt->nranks * rt->sched.nslots) {
-        uint32_t to = q->target >= 0 ? (uint32_t)q->target : rt->rank;
-        request_lease(rt, q, to, q->target >= 0 ? LREQ_FINAL | (q->pinned ? LREQ_PINNED : 0) : 0);
-    }
     return 0;
 }
 
@@ -406,8 +465,11 @@ void lease_task_done(struct rt *rt, struct task *t)
     t->lease = NULL;
     if (l->inflight)
         l->inflight--;
-    l->last_used = now_ns();
-    lease_dispatch(rt, l->q);
+    if (l->inflight < depth_of(rt))
+        avail_add(l->q, l);
+    l->last_used = now_coarse_ns();
+    if (l->q->head)
+        lease_dispatch(rt, l->q);
 }
 
 /* Return leases idle for longer than the idle time (called every loop pass; cheap). */
@@ -416,7 +478,7 @@ void lease_expire(struct rt *rt)
     struct leases *L = rt->leases;
     if (L == NULL || L->held == 0)
         return;
-    uint64_t now = now_ns();
+    uint64_t now = now_coarse_ns();
     if (now - L->last_scan < L->idle_ns / 4)
         return;
     L->last_scan = now;
@@ -445,6 +507,8 @@ void lease_on_death(struct rt *rt, uint32_t d)
                 struct lease *l = *pp;
                 if (l->rank == d) {
                     *pp = l->next;
+                    avail_del(q, l);
+                    q->nleases--;
                     L->held--;
                     free(l);
                 } else {

@@ -51,6 +51,8 @@ void eventcount_wait(struct eventcount *e, uint32_t key, uint64_t timeout_ns);
 void eventcount_notify(struct eventcount *e, int n);
 
 uint64_t now_ns(void);
+/* Coarse monotonic time (resolution: the kernel tick), for timers of milliseconds. */
+uint64_t now_coarse_ns(void);
 
 static inline void cpu_relax(void)
 {
