@@ -401,7 +401,7 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
         rets[i] = ids_ref(o, rt->rank);
     }
     t->h.type = MSG_SUBMIT;
-    loop_post(rt, &t->h); /* t belongs to the loop from here on */
+    loop_post_defer(rt, &t->h); /* t belongs to the loop from here on */
     return DEED_OK;
 }
 

@@ -86,6 +86,7 @@ void net_flush(struct rt *rt)
         }
     }
     rt->net_ndirty = 0;
+    atomic_store_explicit(&rt->net_deferred, 0, memory_order_relaxed);
 }
 
 void net_on_am(void *arg, uint32_t src, const void *data, size_t len)

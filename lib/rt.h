@@ -298,6 +298,9 @@ struct rt {
     struct mpsc inbox;
     _Atomic int combiner;            /* 1 while some thread runs the loop's handlers */
     _Atomic int loop_sleeping;
+    _Atomic int net_deferred;        /* a pass left its batches unsent (see loop.c) */
+    _Atomic uint64_t passes;         /* passes made by threads other than the loop thread */
+    uint64_t net_defer_since;        /* loop-owned: when the first pass left them */
     int efd, epfd;
     pthread_t loop_thread;
     _Atomic int stop_loop;
@@ -342,6 +345,9 @@ extern __thread struct worker *tl_worker;
 int loop_start(struct rt *rt);
 void loop_join(struct rt *rt);
 void loop_post(struct rt *rt, struct msg *m);
+/* loop_post from a thread that will post again soon (a submitter, a worker with tasks left
+ * in the ready ring): its pass may leave the outgoing batches for a later pass. */
+void loop_post_defer(struct rt *rt, struct msg *m);
 void loop_poll(void *rt); /* progress the loop if no one else does (multi-rank) */
 
 /* owner.c (loop thread only) */

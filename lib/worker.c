@@ -35,7 +35,10 @@ void task_run(struct rt *rt, struct task *t)
     }
     t->state = TASK_DONE;
     t->h.type = MSG_DONE;
-    loop_post(rt, &t->h);
+    if (ring_nonempty(&rt->sched.ready))
+        loop_post_defer(rt, &t->h); /* this worker reports again soon */
+    else
+        loop_post(rt, &t->h);
 }
 
 static void *worker_main(void *arg)

@@ -33,6 +33,9 @@
  *                  verified too; tasks per rank printed.
  *   long_driver    (2 ranks) rank 0 drives for 8 s while rank 1 waits in deed_finalize, with a
  *                  3 s bootstrap timeout (deedrun --timeout 3): a healthy job must not fail.
+ *   no_holdback    (2 ranks, one worker each) task A and task B go to rank 1 together; B
+ *                  waits (polling a file) until the driver has A's result: A's reply must
+ *                  not stay in a batch kept open for more replies while B runs.
  *   (gc)           every scenario above ends with: after the driver released everything,
  *                  EVERY rank reports objects_alive == 0, store_bytes_used == 0, misuse == 0
  *                  (tasks pinned to each rank poll deed_stats there; rank 0 polled directly).
@@ -1028,6 +1031,67 @@ static void scn_long_driver(deed_ctx_t *ctx)
     printf("%s: drove for %.1f s\n", g_scn, tu_ms_since(t0) / 1000.0);
 }
 
+/* ---- no_holdback: a finished task's result is not held back by the task behind it ---- */
+
+/* Spins until the file named by its argument exists (the driver creates it once it has the
+ * result of the task before this one) or 20 s pass; returns whether the file appeared. */
+static int mr_wait_file(deed_task_t *t, const deed_arg_t *a, uint32_t n)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "%.*s", (int)a[0].size, (const char *)a[0].data);
+    uint64_t t0 = tu_now_ns();
+    int found = 0;
+    while (!(found = access(path, F_OK) == 0) && tu_ms_since(t0) < 20000.0)
+        usleep(100);
+    return deed_task_return(t, 0, &found, sizeof(found));
+}
+DEED_REGISTER(mr_wait_file)
+
+static void scn_no_holdback(deed_ctx_t *ctx)
+{
+    /* rank 1 runs one worker (rank_main): A, B, C arrive in one batch, A finishes while B and
+     * C are in the ready ring, so A's reply is one the runtime may keep open for more replies
+     * (batching), and C keeps it that way while B runs. B waits, by no means deed knows of,
+     * for the driver to have A's result: the open batch must still go out (after ~20 us),
+     * or B waits out its 20 s and the check fails. */
+    for (int round = 0; round < 5; round++) {
+        char path[128];
+        snprintf(path, sizeof(path), "/tmp/deed-holdback-%d-%d", (int)getpid(), round);
+        unlink(path);
+        int64_t x = 9;
+        deed_arg_in_t in[1] = {DEED_VAL(&x, sizeof(x))};
+        deed_arg_in_t pin[1] = {DEED_VAL(path, strlen(path))};
+        deed_ref_t a, b, c;
+        struct vr v;
+        int found = -1;
+        CHECK(submit_on(ctx, "mr_square", 1, in, 1, &a, 1) == DEED_OK, "submit A");
+        CHECK(submit_on(ctx, "mr_wait_file", 1, pin, 1, &b, 1) == DEED_OK, "submit B");
+        /* C keeps the ready ring non-empty while B runs (more replies are on their way) */
+        CHECK(submit_on(ctx, "mr_square", 1, in, 1, &c, 1) == DEED_OK, "submit C");
+        uint64_t t0 = tu_now_ns();
+        int rc = deed_get_copy(ctx, a, &v, sizeof(v), NULL, 10 * 1000 * 1000);
+        double ms = tu_ms_since(t0);
+        CHECK(rc == DEED_OK && v.v == 81 && v.rank == 1,
+              "round %d: A's result (while B runs behind it on rank 1): %s after %.1f ms", round,
+              deed_strerror(rc), ms);
+        int fd = open(path, O_CREAT | O_WRONLY, 0600);
+        CHECK(fd >= 0, "create %s: %s", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        if (get_exact(ctx, b, &found, sizeof(found), "B") == 0)
+            CHECK(found == 1, "round %d: B never saw the file (A's result came %.1f ms late)",
+                  round, ms);
+        if (get_exact(ctx, c, &v, sizeof(v), "C") == 0)
+            CHECK(v.v == 81 && v.rank == 1, "round %d: C: %" PRId64 " from rank %d", round, v.v,
+                  v.rank);
+        printf("%s: round %d: A's result after %.2f ms, B ran behind it\n", g_scn, round, ms);
+        unlink(path);
+        deed_ref_release(ctx, a);
+        deed_ref_release(ctx, b);
+        deed_ref_release(ctx, c);
+    }
+}
+
 /* ---- scenario 7: task_table ---- */
 
 static int scn_task_table(void)
@@ -1063,6 +1127,8 @@ static int rank_main(const char *scn)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (strcmp(scn, "task_table") == 0)
         return scn_task_table();
+    if (strcmp(scn, "no_holdback") == 0)
+        setenv("DEED_WORKERS", "1", 1); /* the tasks must queue behind each other */
 
     int rc = deed_init(NULL, &ctx);
     if (rc != DEED_OK) {
@@ -1085,6 +1151,8 @@ static int rank_main(const char *scn)
             scn_random_dag(ctx);
         else if (strcmp(scn, "long_driver") == 0)
             scn_long_driver(ctx);
+        else if (strcmp(scn, "no_holdback") == 0)
+            scn_no_holdback(ctx);
         else
             CHECK(0, "unknown scenario");
         if (!g_stuck)
@@ -1180,6 +1248,7 @@ static const struct scenario scenarios[] = {
     /* rank 0 drives for 8 s while the others wait in deed_finalize: the bootstrap timeout
      * must not apply to a healthy job's finalize barrier */
     {"long_driver", 2, NULL, "3"},
+    {"no_holdback", 2, NULL, "280"},
 };
 #define NSCENARIOS ((int)(sizeof(scenarios) / sizeof(scenarios[0])))
 
