@@ -223,33 +223,31 @@ void req_on_wait(struct rt *rt, struct req *r)
     for (uint32_t i = 0; i < r->n; i++) {
         struct obj *row = owner_find(rt, r->wrefs[i]);
         if (row == NULL) {
+            for (uint32_t j = 0; j < i; j++)
+                r->nodes[j].row = NULL;
             r->status = DEED_ERR_INVALID_REF;
             completion_signal(&r->done);
             return;
         }
-        r->nodes[i].row = row; /* not linked yet */
+        r->nodes[i].row = row; /* not linked yet: kept for the loop below (one lookup) */
         r->ready[i] = row->state != OBJ_PENDING;
         if (!r->ready[i] && row->owner != rt->rank)
             remote_fetch(rt, row); /* a borrowed ref: ask its owner */
         r->nready += r->ready[i];
     }
-    for (uint32_t i = 0; i < r->n; i++)
-        r->nodes[i].row = NULL;
-    if (r->nready >= r->k) {
-        r->status = DEED_OK;
-        completion_signal(&r->done);
-        return;
-    }
-    if (r->timeout_us == 0) {
-        r->status = DEED_ERR_TIMEOUT;
+    if (r->nready >= r->k || r->timeout_us == 0) {
+        for (uint32_t i = 0; i < r->n; i++)
+            r->nodes[i].row = NULL;
+        r->status = r->nready >= r->k ? DEED_OK : DEED_ERR_TIMEOUT;
         completion_signal(&r->done);
         return;
     }
     for (uint32_t i = 0; i < r->n; i++) {
-        if (r->ready[i])
-            continue;
         struct wait_node *nd = &r->nodes[i];
-        nd->row = owner_find(rt, r->wrefs[i]);
+        if (r->ready[i]) {
+            nd->row = NULL;
+            continue;
+        }
         nd->req = r;
         nd->i = i;
         nd->w.kind = W_WAITN;

@@ -321,7 +321,7 @@ static void add_lease(struct rt *rt, struct keyq *q, uint32_t rank, uint32_t id)
     l->rank = rank;
     l->id = id;
     l->depth = rt->lease_depth;
-    l->last_used = now_coarse_ns();
+    l->last_used = rt->now_coarse;
     l->rate_since = l->last_used;
     l->next = q->leases;
     q->leases = l;
@@ -437,7 +437,7 @@ static void lease_dispatch(struct rt *rt, struct keyq *q)
             avail_del(q, best);
         else
             q->avail = best->anext; /* round-robin: the next task tries the next lease */
-        best->last_used = now_coarse_ns();
+        best->last_used = rt->now_coarse;
         t->lease = best;
         t->placed = 1;
         t->exec_rank = best->rank;
@@ -492,7 +492,7 @@ void lease_task_done(struct rt *rt, struct task *t)
     if (l->inflight)
         l->inflight--;
     l->done++;
-    l->last_used = now_coarse_ns();
+    l->last_used = rt->now_coarse;
     lease_adapt(rt, l, l->last_used);
     if (l->inflight < l->depth)
         avail_add(l->q, l);
@@ -506,7 +506,7 @@ void lease_expire(struct rt *rt)
     struct leases *L = rt->leases;
     if (L == NULL || L->held == 0)
         return;
-    uint64_t now = now_coarse_ns();
+    uint64_t now = rt->now_coarse;
     if (now - L->last_scan < L->idle_ns / 4)
         return;
     L->last_scan = now;

@@ -50,21 +50,22 @@ static void dispatch(struct rt *rt, struct msg *m);
 #define LOOP_NAP_NS 50000
 enum { LOOP_AWAKE, LOOP_SLEEP, LOOP_NAP };
 enum { PASS_PLAIN, PASS_DEFER, PASS_FLUSH };
-static __thread int tl_pass;
-static __thread int tl_is_loop;
+static DEED_TLS int tl_pass;
+static DEED_TLS int tl_is_loop;
 
 static void pass_flush(struct rt *rt)
 {
     if (rt->net_ndirty == 0)
         return;
     if (tl_pass != PASS_FLUSH && (tl_pass == PASS_DEFER || ring_nonempty(&rt->sched.ready))) {
-        uint64_t now = now_ns();
         if (!atomic_load_explicit(&rt->net_deferred, memory_order_relaxed)) {
-            rt->net_defer_since = now;
+            rt->net_defer_since = now_ns();
+            rt->net_defer_passes = 0;
             atomic_store_explicit(&rt->net_deferred, 1, memory_order_seq_cst);
             return;
         }
-        if (now - rt->net_defer_since < DEFER_NS)
+        /* the clock every 8th pass (a pass takes ~0.3 us or more) */
+        if ((++rt->net_defer_passes & 7) != 0 || now_ns() - rt->net_defer_since < DEFER_NS)
             return;
     }
     net_flush(rt);
@@ -95,6 +96,8 @@ static void combine(struct rt *rt)
     for (;;) {
         unsigned n = 0;
         struct mpsc_node *node;
+        if (rt->nranks > 1)
+            rt->now_coarse = now_coarse_ns(); /* the pass's clock (leases, heartbeats) */
         while ((node = mpsc_pop(&rt->inbox)) != NULL) {
             dispatch(rt, (struct msg *)node);
             if ((++n & 255) == 0)

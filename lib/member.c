@@ -76,6 +76,7 @@ int member_init(struct rt *rt, const uint32_t *pids, const uint64_t *hosts)
     m->period_ns = (uint64_t)rt->heartbeat_ms * 1000000ull;
     m->timeout_ns = (uint64_t)rt->heartbeat_timeout_ms * 1000000ull;
     uint64_t now = now_coarse_ns();
+    rt->now_coarse = now;
     int same_host = 0;
     for (uint32_t r = 0; r < rt->nranks; r++) {
         m->pidfd[r] = -1;
@@ -297,13 +298,13 @@ int member_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *r)
 void member_heard(struct rt *rt, uint32_t src)
 {
     if (rt->member)
-        rt->member->last_heard[src] = now_coarse_ns();
+        rt->member->last_heard[src] = rt->now_coarse;
 }
 
 void member_sent(struct rt *rt, uint32_t dst)
 {
     if (rt->member)
-        rt->member->last_sent[dst] = now_coarse_ns();
+        rt->member->last_sent[dst] = rt->now_coarse;
 }
 
 /* Every combiner pass (cheap: rate-limited): process suspicions, poll pidfds, heartbeats. */
@@ -316,7 +317,7 @@ void member_poll(struct rt *rt)
         for (uint32_t r = 0; r < rt->nranks; r++)
             if (atomic_exchange(&m->suspect[r], 0))
                 suspect(rt, r, "its connection failed");
-    uint64_t now = now_coarse_ns();
+    uint64_t now = rt->now_coarse;
     if (now - m->last_check < 1000000ull) /* 1 ms */
         return;
     m->last_check = now;

@@ -80,6 +80,24 @@ int objtab_insert(struct objtab *t, struct obj *row)
     return 0;
 }
 
+int objtab_insert_new(struct objtab *t, struct obj *row)
+{
+    if ((t->count + 1) * 2 > t->mask + 1 && grow(t) != 0)
+        return -1;
+    uint64_t h = slot_hash(row->id.hi, row->id.lo, row->id.index);
+    uint64_t i = h & t->mask;
+    for (; t->slots[i].hash != 0; i = (i + 1) & t->mask) {
+        const struct obj *o = t->slots[i].row;
+        if (t->slots[i].hash == h && o->id.hi == row->id.hi && o->id.lo == row->id.lo &&
+            o->id.index == row->id.index)
+            return 1;
+    }
+    t->slots[i].hash = h;
+    t->slots[i].row = row;
+    t->count++;
+    return 0;
+}
+
 void objtab_remove(struct objtab *t, struct obj *row)
 {
     uint64_t h = slot_hash(row->id.hi, row->id.lo, row->id.index);

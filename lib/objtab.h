@@ -25,6 +25,9 @@ int objtab_init(struct objtab *t, uint64_t capacity);
 void objtab_fini(struct objtab *t);
 struct obj *objtab_find(struct objtab *t, uint64_t hi, uint64_t lo, uint32_t index);
 int objtab_insert(struct objtab *t, struct obj *row); /* 0, or -1 (no memory) */
+/* Insert unless a row with the same id is there (one probe sequence for both): 0 inserted,
+ * 1 the id exists (nothing inserted), -1 no memory. */
+int objtab_insert_new(struct objtab *t, struct obj *row);
 void objtab_remove(struct objtab *t, struct obj *row);
 /* Iterate: i from 0; returns next row or NULL. */
 struct obj *objtab_next(struct objtab *t, uint64_t *i);

@@ -247,6 +247,7 @@ struct task {
     uint64_t lineage_bytes;
     struct task *lprev, *lnext; /* lineage FIFO (oldest first) */
     uint8_t nested;      /* submitted by a running task (it will likely get the result) */
+    uint8_t slab;        /* allocated from the task cache (task.c) */
     struct task *hnext;  /* owner side: remote-pending table chain */
     struct lease *lease; /* owner side: the lease it runs under */
     struct obj **held;   /* executor side: rows of refs inside by-ref arguments */
@@ -301,6 +302,7 @@ struct rt {
     _Atomic int net_deferred;        /* a pass left its batches unsent (see loop.c) */
     _Atomic uint64_t passes;         /* passes made by threads other than the loop thread */
     uint64_t net_defer_since;        /* loop-owned: when the first pass left them */
+    uint32_t net_defer_passes;       /* loop-owned: passes since */
     int efd, epfd;
     pthread_t loop_thread;
     _Atomic int stop_loop;
@@ -309,6 +311,9 @@ struct rt {
     struct req *quiesce;             /* waiting for pending == 0 */
     struct obj **freelist;           /* loop-owned worklist for cascading frees */
     uint32_t freelist_len, freelist_cap;
+    uint64_t now_coarse;             /* loop-owned: now_coarse_ns() at the start of the pass */
+    struct obj *row_cache;           /* loop-owned: freed rows for reuse (owner.c) */
+    uint32_t row_cache_len;
 
     struct sched sched;
     struct store *store;
@@ -337,9 +342,15 @@ struct rt {
     uint32_t place_rr;               /* placement round-robin cursor */
 };
 
+/* Thread-locals of the library: the initial-exec model (an offset from the thread pointer)
+ * instead of the shared-library default, a __tls_get_addr call per access (~80 instructions
+ * per remote task on the owner). They take a few bytes of the static TLS surplus that glibc
+ * keeps for dlopen'ed libraries. */
+#define DEED_TLS __thread __attribute__((tls_model("initial-exec")))
+
 /* thread-local: the task running on this thread (NULL on driver threads) */
-extern __thread struct task *tl_task;
-extern __thread struct worker *tl_worker;
+extern DEED_TLS struct task *tl_task;
+extern DEED_TLS struct worker *tl_worker;
 
 /* loop.c */
 int loop_start(struct rt *rt);

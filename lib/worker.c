@@ -15,8 +15,8 @@
 #include "rt.h"
 #include "worker.h"
 
-__thread struct task *tl_task;
-__thread struct worker *tl_worker;
+DEED_TLS struct task *tl_task;
+DEED_TLS struct worker *tl_worker;
 
 void task_run(struct rt *rt, struct task *t)
 {
