@@ -20,6 +20,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "log.h"
 #include "rt.h"
@@ -51,6 +52,7 @@ struct keyq {
     uint32_t queued;
     struct lease *leases;
     struct lease *avail;       /* leases with room, served round-robin from here */
+    uint32_t depth_hint;       /* the depth its leases reached last: a new lease starts there */
     uint32_t nleases;
     uint32_t requests;         /* lease requests in flight */
     uint32_t req_to;           /* the rank the last request went to */
@@ -58,6 +60,7 @@ struct keyq {
 
 struct leases {
     struct keyq *keys[KEY_BUCKETS];
+    struct keyq *last_q;       /* the key found last (keys are never removed before fini) */
     uint32_t next_req;
     /* scheduler side */
     uint32_t granted;          /* leases of this rank held by owners (incl. this rank) */
@@ -93,6 +96,7 @@ static void lease_adapt(struct rt *rt, struct lease *l, uint64_t now)
     if (want > LEASE_DEPTH_MAX)
         want = LEASE_DEPTH_MAX;
     l->depth = (uint32_t)want;
+    l->q->depth_hint = l->depth;
     l->done = 0;
     l->rate_since = now;
 }
@@ -102,7 +106,16 @@ int lease_init(struct rt *rt)
     struct leases *L = calloc(1, sizeof(*L));
     if (L == NULL)
         return DEED_ERR_NO_MEMORY;
-    L->idle_ns = (uint64_t)rt->lease_idle_us * 1000ull;
+    /* last_used is stamped with the coarse clock (one tick, 1-4 ms): a lease stamped late in
+     * tick T looks a whole tick older at T+1. Without the extra tick, a lease used a few
+     * microseconds ago was returned as idle at a tick boundary (between two waves of tasks),
+     * and the next wave waited for a new grant and started again at the minimum depth:
+     * the remote benchmark was capped at one window per 4 ms tick (2.5 M tasks/s). */
+    struct timespec res;
+    uint64_t tick = clock_getres(CLOCK_MONOTONIC_COARSE, &res) == 0
+                        ? (uint64_t)res.tv_sec * 1000000000ull + (uint64_t)res.tv_nsec
+                        : 10000000ull;
+    L->idle_ns = (uint64_t)rt->lease_idle_us * 1000ull + tick;
     L->granted_to = calloc(rt->nranks, sizeof(*L->granted_to));
     if (L->granted_to == NULL) {
         free(L);
@@ -236,10 +249,12 @@ static int on_lease_return(struct rt *rt, uint32_t src, struct rbuf *r)
 static struct keyq *keyq_get(struct rt *rt, uint64_t key, int32_t target, uint8_t pinned)
 {
     struct leases *L = rt->leases;
+    if (L->last_q && L->last_q->key == key)
+        return L->last_q; /* a stream of tasks of one key: the common case */
     struct keyq **pp = &L->keys[key & (KEY_BUCKETS - 1)];
     for (struct keyq *q = *pp; q; q = q->next)
         if (q->key == key)
-            return q;
+            return L->last_q = q;
     struct keyq *q = calloc(1, sizeof(*q));
     if (q == NULL)
         return NULL;
@@ -248,7 +263,7 @@ static struct keyq *keyq_get(struct rt *rt, uint64_t key, int32_t target, uint8_
     q->pinned = pinned;
     q->next = *pp;
     *pp = q;
-    return q;
+    return L->last_q = q;
 }
 
 static void request_lease(struct rt *rt, struct keyq *q, uint32_t to, uint8_t flags);
@@ -320,7 +335,7 @@ static void add_lease(struct rt *rt, struct keyq *q, uint32_t rank, uint32_t id)
     l->q = q;
     l->rank = rank;
     l->id = id;
-    l->depth = rt->lease_depth;
+    l->depth = q->depth_hint > rt->lease_depth ? q->depth_hint : rt->lease_depth;
     l->last_used = rt->now_coarse;
     l->rate_since = l->last_used;
     l->next = q->leases;

@@ -104,7 +104,13 @@ static void combine(struct rt *rt)
                 sched_flush(rt);
         }
         sched_flush(rt);
-        if (rt->nranks > 1) {
+        /* A submitter's pass inside a deferral episode (its batches are open anyway, and
+         * something will send them: see pass_flush) skips the network three times in
+         * four: progress, housekeeping and flush cost more than the submit itself. */
+        int light = tl_pass == PASS_DEFER &&
+                    atomic_load_explicit(&rt->net_deferred, memory_order_relaxed) &&
+                    (++rt->light_passes & 3) != 0;
+        if (rt->nranks > 1 && !light) {
             if (rt->tp_ops->progress(rt->tp) > 0)
                 n++;
             remote_poll(rt);

@@ -154,7 +154,7 @@ void owner_wake(struct rt *rt, struct obj *o)
     struct waiter *w;
     struct wlist keep = {NULL};
     int need_fetch = 0;
-    if (o->state == OBJ_PENDING)
+    if (o->state == OBJ_PENDING || o->waiters.head == NULL)
         return;
     /* a waiter's action may drop the row's last count: keep it alive until the walk ends
      * (callers free it afterwards through owner_maybe_free) */

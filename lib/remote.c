@@ -386,12 +386,15 @@ int remote_push(struct rt *rt, struct task *t, uint32_t dst, uint32_t lease)
             return -1;
     }
     struct wbuf *w = net_msg(rt, dst, WT_TASK_PUSH);
-    wbuf_u64(w, t->id.hi);
-    wbuf_u64(w, t->id.lo);
-    wbuf_u64(w, t->fid);
-    wbuf_u32(w, lease);
-    wbuf_u16(w, (uint16_t)t->nrets);
-    wbuf_u16(w, (uint16_t)t->nargs);
+    uint8_t *q = wbuf_reserve(w, 32);
+    if (q) {
+        wire_put64(q, t->id.hi);
+        wire_put64(q + 8, t->id.lo);
+        wire_put64(q + 16, t->fid);
+        wire_put32(q + 24, lease);
+        wire_put16(q + 28, (uint16_t)t->nrets);
+        wire_put16(q + 30, (uint16_t)t->nargs);
+    }
     for (uint32_t i = 0; i < t->nargs; i++)
         push_arg(rt, w, t, i, dst);
     net_msg_end(rt, dst);

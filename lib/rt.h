@@ -303,6 +303,7 @@ struct rt {
     _Atomic uint64_t passes;         /* passes made by threads other than the loop thread */
     uint64_t net_defer_since;        /* loop-owned: when the first pass left them */
     uint32_t net_defer_passes;       /* loop-owned: passes since */
+    uint32_t light_passes;           /* loop-owned: deferring passes (loop.c: combine) */
     int efd, epfd;
     pthread_t loop_thread;
     _Atomic int stop_loop;

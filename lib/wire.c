@@ -40,7 +40,7 @@ void wbuf_put_slow(struct wbuf *b, const void *p, size_t n)
         b->data = nd;
         b->cap = ncap;
     }
-    if (n)
+    if (n && p)
         memcpy(b->data + b->len, p, n);
     b->len += n;
 }
@@ -88,18 +88,6 @@ void wire_batch_begin(struct wbuf *b, uint32_t src, uint32_t epoch)
     wbuf_u16(b, 0);
 }
 
-void wire_msg_begin(struct wbuf *b, uint16_t type)
-{
-    b->msg_start = b->len;
-    wbuf_u16(b, type);
-    wbuf_u32(b, 0); /* length, patched */
-}
-
-void wire_msg_end(struct wbuf *b)
-{
-    patch_u32(b, b->msg_start + 2, (uint32_t)(b->len - b->msg_start - WIRE_MSG_HDR));
-    b->count++;
-}
 
 void wire_batch_end(struct wbuf *b, uint32_t load_queued, uint16_t load_free)
 {

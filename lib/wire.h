@@ -49,7 +49,7 @@ struct wbuf {
 void wbuf_init(struct wbuf *b);
 void wbuf_free(struct wbuf *b);
 void wbuf_reset(struct wbuf *b);
-/* Out of line: grows the buffer (or records oom), then appends. */
+/* Out of line: grows the buffer (or records oom), then appends (p NULL: only reserves). */
 void wbuf_put_slow(struct wbuf *b, const void *p, size_t n);
 /* Append n bytes. Inline: with a constant n the common case is one store (encoding a task
  * push or reply writes ~30 fields; a call per field was ~10% of a remote task's
@@ -86,8 +86,51 @@ void wbuf_blob(struct wbuf *b, const void *p, uint32_t n);
 
 /* Batches: begin (writes the header), open a message, close it (patches its length). */
 void wire_batch_begin(struct wbuf *b, uint32_t src, uint32_t epoch);
-void wire_msg_begin(struct wbuf *b, uint16_t type);
-void wire_msg_end(struct wbuf *b);
+/* Reserve n bytes at the end and return where to write them (the caller fills all n), or
+ * NULL when the buffer cannot grow (then oom is set). For fixed-size parts of a message:
+ * one capacity check instead of one per field. */
+static inline uint8_t *wbuf_reserve(struct wbuf *b, size_t n)
+{
+    if (__builtin_expect(b->len + n > b->cap || b->oom, 0)) {
+        wbuf_put_slow(b, NULL, n); /* grows, and counts the n bytes */
+        return b->oom ? NULL : b->data + b->len - n;
+    }
+    uint8_t *q = b->data + b->len;
+    b->len += n;
+    return q;
+}
+static inline void wire_put16(uint8_t *q, uint16_t v)
+{
+    q[0] = (uint8_t)v;
+    q[1] = (uint8_t)(v >> 8);
+}
+static inline void wire_put32(uint8_t *q, uint32_t v)
+{
+    wire_put16(q, (uint16_t)v);
+    wire_put16(q + 2, (uint16_t)(v >> 16));
+}
+static inline void wire_put64(uint8_t *q, uint64_t v)
+{
+    wire_put32(q, (uint32_t)v);
+    wire_put32(q + 4, (uint32_t)(v >> 32));
+}
+/* A message: type u16 | length u32 (of the body, patched by wire_msg_end) | body. */
+static inline void wire_msg_begin(struct wbuf *b, uint16_t type)
+{
+    b->msg_start = b->len;
+    uint8_t *q = wbuf_reserve(b, WIRE_MSG_HDR);
+    if (q) {
+        wire_put16(q, type);
+        wire_put32(q + 2, 0);
+    }
+}
+static inline void wire_msg_end(struct wbuf *b)
+{
+    if (!b->oom && b->msg_start + WIRE_MSG_HDR <= b->len)
+        wire_put32(b->data + b->msg_start + 2,
+                   (uint32_t)(b->len - b->msg_start - WIRE_MSG_HDR));
+    b->count++;
+}
 /* Patch count and load into the header before sending. */
 void wire_batch_end(struct wbuf *b, uint32_t load_queued, uint16_t load_free);
 
