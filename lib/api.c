@@ -36,7 +36,7 @@ deed_status_t value_alloc(struct rt *rt, uint64_t size, void **data, uint8_t *wh
         return DEED_OK;
     }
     if (size <= rt->inline_max) {
-        *data = malloc(size);
+        *data = value_inline_alloc(size);
         *where = WHERE_INLINE;
         return *data ? DEED_OK : DEED_ERR_NO_MEMORY;
     }
@@ -278,7 +278,7 @@ void put_on_msg(struct rt *rt, struct put_msg *m)
     struct obj *row = owner_create(rt, m->id);
     if (row == NULL) {
         log_error("put: cannot create the object row; the object is lost");
-        value_free(rt, m->data, m->where);
+        value_free(rt, m->data, m->size, m->where);
         free(m->refs);
         free(m);
         return;
@@ -297,7 +297,7 @@ void put_on_msg(struct rt *rt, struct put_msg *m)
     row->refs = m->refs;
     row->nrefs = ok;
     if (bad) {
-        value_free(rt, m->data, m->where);
+        value_free(rt, m->data, m->size, m->where);
         owner_set_error(rt, row,
                         err_new(DEED_ERR_INVALID_REF, 0,
                                 "put object contains %u released or unknown ref(s)", bad));

@@ -15,6 +15,7 @@
 
 #include "log.h"
 #include "rt.h"
+#include "slab.h"
 
 struct err *err_new(int status, int user_code, const char *fmt, ...)
 {
@@ -89,7 +90,7 @@ void wlist_del(struct wlist *l, struct waiter *w)
 #if defined(__SANITIZE_ADDRESS__)
 #define ROW_CACHE_MAX 0 /* AddressSanitizer builds: keep use-after-free of rows visible */
 #else
-#define ROW_CACHE_MAX 4096
+#define ROW_CACHE_MAX 16384
 #endif
 
 static struct obj *row_alloc(struct rt *rt)
@@ -139,12 +140,21 @@ struct obj *owner_find(struct rt *rt, deed_ref_t ref)
     return (o && o->owner == ref.owner) ? o : NULL;
 }
 
-void value_free(struct rt *rt, void *data, uint8_t where)
+void *value_inline_alloc(uint64_t size)
 {
-    if (where == WHERE_INLINE)
-        free(data);
-    else if (where == WHERE_STORE)
+    return size <= SLAB_SMALL_SIZE ? slab_alloc(SLAB_SMALL) : malloc(size);
+}
+
+void value_free(struct rt *rt, void *data, uint64_t size, uint8_t where)
+{
+    if (where == WHERE_INLINE) {
+        if (size <= SLAB_SMALL_SIZE)
+            slab_free(SLAB_SMALL, data);
+        else
+            free(data);
+    } else if (where == WHERE_STORE) {
         store_free(rt->store, data);
+    }
 }
 
 /* Fire the waiters a state change satisfies. A getter needs the bytes on this rank: while
@@ -262,7 +272,7 @@ static void row_destroy(struct rt *rt, struct obj *o)
     } else if (o->where == WHERE_STORE) {
         rt->st.store_objs--;
     }
-    value_free(rt, o->data, o->where);
+    value_free(rt, o->data, o->size, o->where);
     err_unref(o->err);
     for (uint32_t i = 0; i < o->nrefs; i++) {
         struct obj *inner = owner_find(rt, o->refs[i]);
@@ -314,7 +324,7 @@ void owner_free_all(struct rt *rt)
     if (n)
         log_debug("finalize: freeing %llu objects still referenced", (unsigned long long)n);
     for (uint64_t j = 0; j < n; j++) {
-        value_free(rt, all[j]->data, all[j]->where);
+        value_free(rt, all[j]->data, all[j]->size, all[j]->where);
         err_unref(all[j]->err);
         free(all[j]->refs);
         free(all[j]->locs);

@@ -674,7 +674,7 @@ void remote_task_done(struct rt *rt, struct task *t)
                 if (copy && row_has_bytes(copy) && copy->where == WHERE_STORE &&
                     store_where(rt, copy->data, copy->size, &l) == 0) {
                     /* this rank already holds it (an earlier run or a pull): keep that one */
-                    value_free(rt, ret->data, ret->where);
+                    value_free(rt, ret->data, ret->size, ret->where);
                     copy->copy_pinned = 1;
                     wbuf_u8(w, RET_LOCATED);
                     wbuf_u64(w, copy->size);
@@ -697,7 +697,7 @@ void remote_task_done(struct rt *rt, struct task *t)
             }
             wbuf_u8(w, RET_INLINE);
             wbuf_blob(w, ret->data, (uint32_t)ret->size);
-            value_free(rt, ret->data, ret->where);
+            value_free(rt, ret->data, ret->size, ret->where);
             ret->data = NULL;
             ret->where = WHERE_NONE;
         }
@@ -790,7 +790,7 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
             uint32_t n;
             const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
             if (n) {
-                ret->data = malloc(n);
+                ret->data = value_inline_alloc(n);
                 if (ret->data == NULL) {
                     t->err = err_new(DEED_ERR_NO_MEMORY, 0, "owner out of memory");
                     break;
@@ -943,14 +943,14 @@ static int on_locate_reply(struct rt *rt, uint32_t src, struct rbuf *r)
         if (r->err)
             return -1;
         void *data = NULL;
-        if (n && (data = malloc(n)) == NULL) {
+        if (n && (data = value_inline_alloc(n)) == NULL) {
             owner_set_error(rt, o, err_new(DEED_ERR_NO_MEMORY, 0, "out of memory"));
         } else {
             if (n)
                 memcpy(data, bytes, n);
             o->refs = read_refs_from(rt, r, &o->nrefs, 1, NULL);
             if (r->err) {
-                free(data);
+                value_free(rt, data, n, WHERE_INLINE);
                 return -1;
             }
             owner_set_value(rt, o, data, n, n ? WHERE_INLINE : WHERE_NONE);
@@ -1094,7 +1094,7 @@ void member_apply(struct rt *rt, uint32_t d)
             o->expect_wait = 0;
             o->locating = 0;
             if (o->state != OBJ_ERROR) {
-                value_free(rt, o->data, o->where);
+                value_free(rt, o->data, o->size, o->where);
                 if (o->where == WHERE_INLINE) {
                     rt->st.inline_objs--;
                     rt->st.inline_bytes -= o->size;

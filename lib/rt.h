@@ -391,7 +391,11 @@ static inline struct err *err_ref(struct err *e)
     e->refs++;
     return e;
 }
-void value_free(struct rt *rt, void *data, uint8_t where);
+/* Free a value's bytes: an inline value (WHERE_INLINE: from value_inline_alloc, `size` its
+ * size) or a store block. */
+void value_free(struct rt *rt, void *data, uint64_t size, uint8_t where);
+/* The bytes of an inline value of `size` (> 0) bytes: small ones from a cache (slab.h). */
+void *value_inline_alloc(uint64_t size);
 void wlist_add(struct wlist *l, struct waiter *w);
 void wlist_del(struct wlist *l, struct waiter *w);
 

@@ -15,88 +15,7 @@
 #include "log.h"
 #include "registry.h"
 #include "rt.h"
-
-/* ---- the task cache ------------------------------------------------------------------------
- * Task specs are made by submitting threads (any thread) and freed by the loop or a worker,
- * tens of thousands in flight at once: through malloc, a 330-byte spec took the slow paths
- * (_int_malloc/_int_free, and glibc trimming the heap after each wave, so the next wave
- * page-faulted it back): ~15% of an owner's time in the remote benchmark. Specs of up to
- * TASK_SLAB bytes (no arguments by value past a few hundred bytes) now come from a cache:
- * a freed one is pushed on a process-wide lock-free stack (push-only CAS and take-all
- * exchange: no ABA); an allocating thread takes the whole stack into its own list when
- * that is empty. At most ~TC_MAX wait on the shared stack (more go back to malloc), so a
- * thread holds at most that many (2 MiB); its list is freed when the thread exits. */
-#define TASK_SLAB 512
-#if defined(__SANITIZE_ADDRESS__)
-#define TC_MAX 0 /* AddressSanitizer builds: every spec through malloc/free (use-after-free
-                  * of a recycled spec would go unseen) */
-#else
-#define TC_MAX 4096
-#endif
-
-struct tc_node {
-    struct tc_node *next;
-};
-
-static _Atomic(struct tc_node *) tc_head;
-static _Atomic uint32_t tc_len;
-static DEED_TLS struct tc_node *tc_local;
-static pthread_key_t tc_key;
-static pthread_once_t tc_once = PTHREAD_ONCE_INIT;
-
-static void tc_thread_exit(void *unused)
-{
-    (void)unused;
-    struct tc_node *n;
-    while ((n = tc_local) != NULL) {
-        tc_local = n->next;
-        free(n);
-    }
-}
-
-static void tc_key_init(void)
-{
-    if (pthread_key_create(&tc_key, tc_thread_exit) != 0)
-        tc_key = (pthread_key_t)-1;
-}
-
-static void tc_push_chain(struct tc_node *first, struct tc_node *last)
-{
-    struct tc_node *old = atomic_load_explicit(&tc_head, memory_order_relaxed);
-    do {
-        last->next = old;
-    } while (!atomic_compare_exchange_weak_explicit(&tc_head, &old, first, memory_order_release,
-                                                    memory_order_relaxed));
-}
-
-static void *tc_alloc(void)
-{
-    struct tc_node *n = tc_local;
-    if (n == NULL && atomic_load_explicit(&tc_head, memory_order_relaxed) != NULL) {
-        n = atomic_exchange_explicit(&tc_head, NULL, memory_order_acquire);
-        atomic_store_explicit(&tc_len, 0, memory_order_relaxed); /* approximate */
-        if (n == NULL)
-            return malloc(TASK_SLAB);
-        pthread_once(&tc_once, tc_key_init);
-        if (tc_key != (pthread_key_t)-1)
-            pthread_setspecific(tc_key, (void *)1); /* so that tc_thread_exit runs */
-    }
-    if (n == NULL)
-        return malloc(TASK_SLAB);
-    tc_local = n->next;
-    return n;
-}
-
-static void tc_free(void *p)
-{
-    if (atomic_load_explicit(&tc_len, memory_order_relaxed) >= TC_MAX) {
-        free(p);
-        return;
-    }
-    atomic_fetch_add_explicit(&tc_len, 1, memory_order_relaxed);
-    struct tc_node *n = p;
-    tc_push_chain(n, n);
-}
+#include "slab.h"
 
 struct task *task_new(uint32_t nargs, uint32_t nrets, uint64_t payload)
 {
@@ -104,8 +23,8 @@ struct task *task_new(uint32_t nargs, uint32_t nrets, uint64_t payload)
     size_t head = sizeof(struct task) + nargs * (sizeof(deed_arg_t) + sizeof(struct task_dep)) +
                   nrets * (sizeof(struct obj *) + sizeof(struct task_ret));
     size_t sz = ((head + 15) & ~(size_t)15) + payload;
-    int slab = sz <= TASK_SLAB;
-    struct task *t = slab ? tc_alloc() : malloc(sz);
+    int slab = sz <= SLAB_TASK_SIZE; /* the common case: a spec from the cache (slab.h) */
+    struct task *t = slab ? slab_alloc(SLAB_TASK) : malloc(sz);
     if (t == NULL)
         return NULL;
     memset(t, 0, sizeof(*t));
@@ -130,7 +49,7 @@ void task_free(struct task *t)
     free(t->held);
     free(t->fail_msg);
     if (t->slab)
-        tc_free(t);
+        slab_free(SLAB_TASK, t);
     else
         free(t);
 }
@@ -162,7 +81,7 @@ void task_drop_returns(struct rt *rt, struct task *t, int loop_thread)
 {
     for (uint32_t i = 0; i < t->nrets; i++) {
         struct task_ret *r = &t->rets[i];
-        value_free(rt, r->data, r->where);
+        value_free(rt, r->data, r->size, r->where);
         if (loop_thread)
             release_contained(rt, r->refs, r->nrefs);
         free(r->refs);
@@ -189,7 +108,7 @@ void task_finish(struct rt *rt, struct task *t)
         if (row == NULL) {
             /* the row is gone (a re-run whose return was released meanwhile): drop it */
             if (!t->err) {
-                value_free(rt, r->data, r->where);
+                value_free(rt, r->data, r->size, r->where);
                 if (r->refs_counted)
                     remote_drop_contained(rt, r->refs, r->nrefs);
                 else
@@ -208,7 +127,7 @@ void task_finish(struct rt *rt, struct task *t)
                     row->locs = nl;
                 }
             } else {
-                value_free(rt, r->data, r->where);
+                value_free(rt, r->data, r->size, r->where);
             }
             if (r->refs_counted)
                 remote_drop_contained(rt, r->refs, r->nrefs);
@@ -239,7 +158,7 @@ void task_finish(struct rt *rt, struct task *t)
             row->nrefs = ok;
             r->refs = NULL;
             if (bad) {
-                value_free(rt, r->data, r->where);
+                value_free(rt, r->data, r->size, r->where);
                 owner_set_error(rt, row,
                                 err_new(DEED_ERR_INVALID_REF, 0,
                                         "return %u of task '%s' contains %u released or "

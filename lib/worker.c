@@ -145,7 +145,7 @@ DEED_API uint32_t deed_task_nreturns(deed_task_t *task)
 /* Drop what return i held (HOLDs on contained refs are released through the loop). */
 static void ret_clear(struct rt *rt, struct task_ret *r)
 {
-    value_free(rt, r->data, r->where);
+    value_free(rt, r->data, r->size, r->where);
     if (r->nrefs)
         deed_ref_release_n((deed_ctx_t *)rt->ctx, r->refs, r->nrefs);
     free(r->refs);
@@ -183,7 +183,7 @@ static deed_status_t ret_set(deed_task_t *task, uint32_t i, const void *data, si
     if (nrefs) {
         nr.refs = malloc(nrefs * sizeof(*refs));
         if (nr.refs == NULL) {
-            value_free(rt, nr.data, nr.where);
+            value_free(rt, nr.data, nr.size, nr.where);
             return DEED_ERR_NO_MEMORY;
         }
         memcpy(nr.refs, refs, nrefs * sizeof(*refs));
