@@ -38,6 +38,7 @@ enum wire_type {
     WT_HEARTBEAT,      /* rank <-> rank 0: still here */
     WT_FIN_ENTER,      /* rank -> rank 0: this rank reached finalize round n */
     WT_FIN_GO,         /* rank 0 -> all: every live rank reached round n */
+    WT_TASK_DONE,      /* executor -> owner: TASK_REPLY's common case, small returns only */
     WT_TYPE_MAX
 };
 

@@ -634,6 +634,37 @@ static void write_borrow_report(struct rt *rt, struct wbuf *w, struct task *t, u
             w->data[count_at + (size_t)k] = (uint8_t)(count >> (8 * k));
 }
 
+/* TASK_DONE, the common case of TASK_REPLY in fewer bytes and branches: the task succeeded,
+ * every return is inline and holds no refs, and the task was handed no ref (so there is no
+ * borrow report). Returns 0 when the task needs the full TASK_REPLY. */
+static int reply_compact(struct rt *rt, struct task *t, uint32_t dst)
+{
+    if (t->err || t->nheld)
+        return 0;
+    for (uint32_t i = 0; i < t->nargs; i++)
+        if (t->deps[i].row != NULL)
+            return 0;
+    for (uint32_t i = 0; i < t->nrets; i++)
+        if (t->rets[i].where == WHERE_STORE || t->rets[i].nrefs != 0)
+            return 0;
+    struct wbuf *w = net_msg(rt, dst, WT_TASK_DONE);
+    uint8_t *q = wbuf_reserve(w, 18);
+    if (q) {
+        wire_put64(q, t->id.hi);
+        wire_put64(q + 8, t->id.lo);
+        wire_put16(q + 16, (uint16_t)t->nrets);
+    }
+    for (uint32_t i = 0; i < t->nrets; i++) {
+        struct task_ret *ret = &t->rets[i];
+        wbuf_blob(w, ret->data, (uint32_t)ret->size);
+        value_free(rt, ret->data, ret->size, ret->where);
+        ret->data = NULL;
+        ret->where = WHERE_NONE;
+    }
+    net_msg_end(rt, dst);
+    return 1;
+}
+
 void remote_task_done(struct rt *rt, struct task *t)
 {
     uint32_t dst = t->owner_rank;
@@ -650,6 +681,8 @@ void remote_task_done(struct rt *rt, struct task *t)
         }
         d->row->submitted--;
     }
+    if (reply_compact(rt, t, dst))
+        goto sent;
     struct wbuf *w = net_msg(rt, dst, WT_TASK_REPLY);
     wbuf_u64(w, t->id.hi);
     wbuf_u64(w, t->id.lo);
@@ -717,6 +750,7 @@ void remote_task_done(struct rt *rt, struct task *t)
     }
     write_borrow_report(rt, w, t, dst);
     net_msg_end(rt, dst);
+sent:
     for (uint32_t i = 0; i < t->nrets; i++) {
         struct task_ret *ret = &t->rets[i];
         for (uint32_t j = 0; j < ret->nrefs; j++) {
@@ -845,6 +879,52 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
                 merge_borrowers(rt, row, b);
         }
     }
+    if (t->err)
+        task_drop_returns(rt, t, 1);
+    lease_task_done(rt, t);
+    task_finish(rt, t);
+    return r->err ? -1 : 0;
+}
+
+/* TASK_DONE: id | nrets u16 | (len u32 | bytes) * nrets — a TASK_REPLY with status 0,
+ * inline returns without refs and an empty borrow report. */
+static int on_task_done(struct rt *rt, uint32_t src, struct rbuf *r)
+{
+    uint64_t hi = rbuf_u64(r), lo = rbuf_u64(r);
+    uint32_t nrets = rbuf_u16(r);
+    if (r->err)
+        return -1;
+    struct task *t = pending_take(rt, hi, lo);
+    if (t == NULL) {
+        log_warn("remote: reply from rank %u for an unknown task", src);
+        return -1;
+    }
+    if (t->exec_rank != src || nrets != t->nrets) {
+        uint32_t b = pending_bucket(t->id); /* put it back: the real reply may still come */
+        t->hnext = rt->remote->pending[b];
+        rt->remote->pending[b] = t;
+        return -1;
+    }
+    rt->remote->inflight[src]--;
+    for (uint32_t i = 0; i < nrets; i++) {
+        struct task_ret *ret = &t->rets[i];
+        uint32_t n;
+        const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
+        if (r->err)
+            break;
+        if (n) {
+            if ((ret->data = value_inline_alloc(n)) == NULL) {
+                t->err = err_new(DEED_ERR_NO_MEMORY, 0, "owner out of memory");
+                break;
+            }
+            memcpy(ret->data, bytes, n);
+            ret->where = WHERE_INLINE;
+        }
+        ret->size = n;
+        ret->refs_counted = 1; /* no refs inside: nothing to count */
+    }
+    if (r->err && t->err == NULL)
+        t->err = err_new(DEED_ERR_INTERNAL, 0, "malformed reply from rank %u", src);
     if (t->err)
         task_drop_returns(rt, t, 1);
     lease_task_done(rt, t);
@@ -1488,6 +1568,7 @@ int remote_dispatch(struct rt *rt, uint32_t src, uint16_t type, struct rbuf *bod
     switch (type) {
     case WT_TASK_PUSH: rc = on_task_push(rt, src, body); break;
     case WT_TASK_REPLY: rc = on_task_reply(rt, src, body); break;
+    case WT_TASK_DONE: rc = on_task_done(rt, src, body); break;
     case WT_LOCATE: rc = on_locate(rt, src, body); break;
     case WT_LOCATE_REPLY: rc = on_locate_reply(rt, src, body); break;
     case WT_COPY_ADDED: rc = on_copy_added(rt, src, body); break;

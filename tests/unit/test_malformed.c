@@ -1,8 +1,9 @@
 /*
  * test_malformed.c — a malformed message between ranks is dropped and logged, and the job
  * goes on: rank 1 injects hostile batches straight into the real transport (bad magic,
- * unknown message type, truncated task push, lying lengths, a reply for a task that does not
- * exist, a batch claiming another sender, random bytes), then rank 0 runs tasks on rank 1
+ * unknown message type, truncated task push, lying lengths, a reply (full and compact) for a
+ * task that does not exist, a truncated compact reply, a batch claiming another sender,
+ * random bytes), then rank 0 runs tasks on rank 1
  * and checks the results and its msgs_dropped counter.
  *
  * The binary is its own rank program: `--rank` runs the SPMD side under deedrun.
@@ -103,7 +104,24 @@ static int hostile(struct rt *rt)
     wire_batch_end(&b, 0, 1);
     b.data[WIRE_BATCH_HDR + 2] = 0xff; /* length field of the message */
     inject(rt, 0, b.data, b.len), sent++;
-    /* 8. random bytes behind a valid header prefix */
+    /* 8. a compact reply (TASK_DONE) for a task nobody pushed */
+    wire_batch_begin(&b, rt->rank, 0);
+    wire_msg_begin(&b, WT_TASK_DONE);
+    wbuf_u64(&b, 0x1234);
+    wbuf_u64(&b, 0x5678);
+    wbuf_u16(&b, 1);
+    wbuf_blob(&b, "12345678", 8);
+    wire_msg_end(&b);
+    wire_batch_end(&b, 0, 1);
+    inject(rt, 0, b.data, b.len), sent++;
+    /* 9. a TASK_DONE cut short (no room for its id) */
+    wire_batch_begin(&b, rt->rank, 0);
+    wire_msg_begin(&b, WT_TASK_DONE);
+    wbuf_u64(&b, 0x1234);
+    wire_msg_end(&b);
+    wire_batch_end(&b, 0, 1);
+    inject(rt, 0, b.data, b.len), sent++;
+    /* 10. random bytes behind a valid header prefix */
     srand(7);
     for (int i = 0; i < 20; i++) {
         uint8_t r[128];
@@ -152,7 +170,7 @@ static int rank_main(void)
         deed_stats(ctx, &st);
         printf("after the garbage: %d wrong results, %llu messages dropped\n", fail,
                (unsigned long long)st.msgs_dropped);
-        if (st.msgs_dropped < 7)
+        if (st.msgs_dropped < 9)
             fail++;
     }
     deed_finalize(ctx);
@@ -165,7 +183,7 @@ static void check_job(const char *tls)
     setenv("DEED_LOG", "warn", 1);
     int rc = rankjob_run(tls, 2, "", out, sizeof(out));
     ck_assert_msg(rc == 0, "job failed (exit %d):\n%s", rc, out);
-    ck_assert_msg(strstr(out, "injected 27 hostile batches"), "no injection:\n%s", out);
+    ck_assert_msg(strstr(out, "injected 29 hostile batches"), "no injection:\n%s", out);
     ck_assert_msg(strstr(out, "after the garbage: 0 wrong results"), "wrong results:\n%s", out);
     ck_assert_msg(strstr(out, "dropping a malformed"), "nothing was logged:\n%s", out);
 }
