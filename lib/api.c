@@ -111,13 +111,15 @@ static void req_call(struct rt *rt, struct req *r, int64_t timeout_us)
         if (deadline && deadline < shortwait)
             shortwait = deadline;
         if (completion_wait_poll(&r->done, 1, shortwait, 5000,
-                                 rt->nranks > 1 ? loop_poll : NULL, rt) != 0) {
+                                 rt->nranks > 1 ? loop_poll : NULL,
+                                 rt->nranks > 1 ? loop_rest : NULL, rt) != 0) {
             sched_block(rt);
             blocked = 1;
         }
     }
     if (completion_wait_poll(&r->done, 1, deadline, rt->spin_ns,
-                             rt->nranks > 1 ? loop_poll : NULL, rt) != 0) {
+                             rt->nranks > 1 ? loop_poll : NULL,
+                             rt->nranks > 1 ? loop_rest : NULL, rt) != 0) {
         loop_post(rt, &r->cancel);
         completion_wait(&r->done, 2, 0, rt->spin_ns);
     }

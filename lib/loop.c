@@ -44,10 +44,12 @@ static void dispatch(struct rt *rt, struct msg *m);
  * The loop thread must not sleep on open batches: loop_sleep re-checks net_deferred after
  * announcing its sleep, and a deferring pass wakes a loop thread that announced it (both
  * sides seq_cst: one sees the other); a napping one comes back within LOOP_NAP_NS anyway.
- * So open batches go out within ~DEFER_NS even when their poster then runs a long task.
+ * So open batches go out within DEFER_NS while passes go on, and within the loop thread's
+ * nap (at most LOOP_NAP_MAX_NS, 200 us) when their poster then stops driving the loop.
  * Measured (2 ranks, shm, empty tasks): replies 1 batch per task -> ~45 tasks per batch. */
 #define DEFER_NS 20000
 #define LOOP_NAP_NS 50000
+#define LOOP_NAP_MAX_NS 200000
 enum { LOOP_AWAKE, LOOP_SLEEP, LOOP_NAP };
 enum { PASS_PLAIN, PASS_DEFER, PASS_FLUSH };
 static DEED_TLS int tl_pass;
@@ -149,6 +151,13 @@ void loop_poll(void *arg)
         combine(rt);
         tl_pass = outer;
     }
+}
+
+void loop_rest(void *arg)
+{
+    struct rt *rt = arg;
+    if (atomic_load_explicit(&rt->loop_sleeping, memory_order_relaxed) == LOOP_NAP)
+        loop_wake_thread(rt);
 }
 
 void loop_post(struct rt *rt, struct msg *m)
@@ -390,6 +399,7 @@ static void *loop_main(void *arg)
     log_set_rank((int)rt->rank);
     tl_is_loop = 1;
     uint64_t seen = atomic_load_explicit(&rt->passes, memory_order_relaxed);
+    uint64_t nap = LOOP_NAP_NS;
     while (!atomic_load_explicit(&rt->stop_loop, memory_order_acquire)) {
         int events = 0, armed = 0;
         /* Other threads are driving the loop (a submitting driver, workers reporting
@@ -397,15 +407,25 @@ static void *loop_main(void *arg)
          * loop thread shares their cores (a rank bound to one core runs its driver or
          * worker and this thread on it); spinning here beside them, each sched_yield
          * handed the core back and forth (1-2 us per switch) and cut a streaming rank's
-         * task rate by 5. A short nap instead: when they stop, this thread resumes within
-         * LOOP_NAP_NS, and anyone who needs a pass now writes the eventfd. */
+         * task rate by 5. A nap instead, 50 us and doubling up to LOOP_NAP_MAX_NS while
+         * they keep driving (each nap is two context switches on their core: 20,000 a
+         * second at a fixed 50 us). A thread that stops driving to sleep (a waiter, an
+         * idle worker) wakes a napping loop thread (loop_rest); one that stops without a
+         * word (a driver back in its own code) is covered within the nap, so a batch it
+         * left open goes out within LOOP_NAP_MAX_NS; anyone who needs a pass now writes
+         * the eventfd. */
         if (rt->nranks > 1) {
             uint64_t p = atomic_load_explicit(&rt->passes, memory_order_relaxed);
             if (p != seen) {
                 seen = p;
-                if (!loop_sleep_ns(rt, LOOP_NAP_NS, LOOP_NAP))
+                if (!loop_sleep_ns(rt, nap, LOOP_NAP)) {
+                    /* still driven by others: nap longer */
+                    if (nap < LOOP_NAP_MAX_NS)
+                        nap *= 2;
                     continue;
+                }
             }
+            nap = LOOP_NAP_NS;
         }
         if (combiner_try(rt)) {
             events = rt->tp_ops->progress(rt->tp);

@@ -361,6 +361,9 @@ void loop_post(struct rt *rt, struct msg *m);
  * in the ready ring): its pass may leave the outgoing batches for a later pass. */
 void loop_post_defer(struct rt *rt, struct msg *m);
 void loop_poll(void *rt); /* progress the loop if no one else does (multi-rank) */
+/* A thread that drove the loop (loop_poll) is about to sleep: a napping loop thread takes
+ * over now rather than at the end of its nap (multi-rank). */
+void loop_rest(void *rt);
 
 /* owner.c (loop thread only) */
 struct obj *owner_create(struct rt *rt, objid_t id);

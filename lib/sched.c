@@ -198,10 +198,13 @@ void sched_idle_wait(struct rt *rt)
             sched_yield(); /* oversubscribed machines: idle spinners must not starve */
         if ((i & 63) == 0 && now_ns() >= end) {
             uint32_t key = eventcount_prepare(&s->idle);
-            if (work_visible(s))
+            if (work_visible(s)) {
                 eventcount_cancel(&s->idle);
-            else
+            } else {
+                if (rt->nranks > 1)
+                    loop_rest(rt); /* it polled the network: hand that back */
                 eventcount_wait(&s->idle, key, 0);
+            }
             break;
         }
         cpu_relax();

@@ -66,11 +66,12 @@ static inline int reached(uint32_t word, uint32_t target)
 int completion_wait(struct completion *c, uint32_t target, uint64_t deadline_ns,
                     uint64_t spin_ns)
 {
-    return completion_wait_poll(c, target, deadline_ns, spin_ns, NULL, NULL);
+    return completion_wait_poll(c, target, deadline_ns, spin_ns, NULL, NULL, NULL);
 }
 
 int completion_wait_poll(struct completion *c, uint32_t target, uint64_t deadline_ns,
-                         uint64_t spin_ns, void (*poll)(void *), void *arg)
+                         uint64_t spin_ns, void (*poll)(void *), void (*rest)(void *),
+                         void *arg)
 {
     if (reached(atomic_load_explicit(&c->word, memory_order_acquire), target))
         return 0;
@@ -103,6 +104,8 @@ int completion_wait_poll(struct completion *c, uint32_t target, uint64_t deadlin
         if (!(w & 1) && !atomic_compare_exchange_strong_explicit(
                             &c->word, &w, w | 1, memory_order_seq_cst, memory_order_acquire))
             continue;
+        if (rest)
+            rest(arg);
         futex_wait(&c->word, w | 1, deadline_ns ? deadline_ns - t : 0);
     }
 }

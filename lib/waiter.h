@@ -28,9 +28,11 @@ void completion_signal(struct completion *c);
  * spin_ns: how long to spin first. Returns 0, or -1 on timeout. */
 int completion_wait(struct completion *c, uint32_t target, uint64_t deadline_ns,
                     uint64_t spin_ns);
-/* The same, calling poll(arg) now and then while spinning (e.g. to progress the network). */
+/* The same, calling poll(arg) now and then while spinning (e.g. to progress the network),
+ * and rest(arg), if not NULL, each time before it goes to sleep (to hand that job over). */
 int completion_wait_poll(struct completion *c, uint32_t target, uint64_t deadline_ns,
-                         uint64_t spin_ns, void (*poll)(void *), void *arg);
+                         uint64_t spin_ns, void (*poll)(void *), void (*rest)(void *),
+                         void *arg);
 
 struct eventcount {
     _Atomic uint32_t seq;

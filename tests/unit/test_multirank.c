@@ -1052,7 +1052,7 @@ static void scn_no_holdback(deed_ctx_t *ctx)
     /* rank 1 runs one worker (rank_main): A, B, C arrive in one batch, A finishes while B and
      * C are in the ready ring, so A's reply is one the runtime may keep open for more replies
      * (batching), and C keeps it that way while B runs. B waits, by no means deed knows of,
-     * for the driver to have A's result: the open batch must still go out (after ~20 us),
+     * for the driver to have A's result: the open batch must still go out (within ~0.2 ms),
      * or B waits out its 20 s and the check fails. */
     for (int round = 0; round < 5; round++) {
         char path[128];
