@@ -394,8 +394,8 @@ DEED_API deed_status_t deed_submit_opts(deed_ctx_t *ctx, deed_task_id_t task,
     if (parent)
         t->id = ids_child(parent->id, parent->nchildren++);
     else
-        t->id = ids_child(rt->root, atomic_fetch_add_explicit(&rt->driver_children, 1,
-                                                              memory_order_relaxed));
+        t->id = ids_root_child(rt->root, atomic_fetch_add_explicit(&rt->driver_children, 1,
+                                                                   memory_order_relaxed));
     for (uint32_t i = 0; i < nrets; i++) {
         objid_t o = {t->id.hi, t->id.lo, i};
         rets[i] = ids_ref(o, rt->rank);

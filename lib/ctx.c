@@ -302,6 +302,9 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
         rc = DEED_ERR_NO_MEMORY;
         goto err;
     }
+    /* the driver's tasks' first returns: a ring of 16,384 (128 KiB), see objtab.h */
+    if (objtab_set_seq(&rt->objs, rt->root.hi, rt->root.lo, 14) != 0)
+        log_debug("deed_init: no memory for the object table's sequence ring; hash only");
     rt->topo_ok = topo_open(&rt->topo) == DEED_OK;
     if (!rt->topo_ok)
         log_warn("deed_init: hwloc topology unavailable; workers are not pinned");

@@ -25,6 +25,15 @@ typedef struct objid {
 
 taskid_t ids_root(uint64_t job_key_hi, uint64_t job_key_lo, uint32_t rank);
 taskid_t ids_child(taskid_t parent, uint64_t child_index);
+/* The c-th task the driver submits (c from 0): (root.hi, root.lo + c + 1), not a hash, so
+ * that the owner can index the driver's stream of tasks by c (objtab's sequence ring). Unique
+ * like the hashed ids (another id equals one of these with probability ~n / 2^128) and as
+ * deterministic (lineage re-runs keep the ids they were submitted with). */
+static inline taskid_t ids_root_child(taskid_t root, uint64_t c)
+{
+    taskid_t t = {root.hi, root.lo + c + 1};
+    return t;
+}
 /* The object id of the n-th put made by a task with nrets returns. */
 objid_t ids_put(taskid_t task, uint32_t nrets, uint64_t nth_put);
 uint64_t ids_name_hash(const char *name);

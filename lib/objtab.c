@@ -5,6 +5,7 @@
 #include "objtab.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "ids.h"
 #include "rt.h"
@@ -20,25 +21,53 @@ int objtab_init(struct objtab *t, uint64_t capacity)
     uint64_t cap = 64;
     while (cap < capacity)
         cap <<= 1;
+    memset(t, 0, sizeof(*t));
     t->slots = calloc(cap, sizeof(*t->slots));
     if (t->slots == NULL)
         return -1;
     t->mask = cap - 1;
-    t->count = 0;
     return 0;
 }
 
 void objtab_fini(struct objtab *t)
 {
     free(t->slots);
+    free(t->ring);
     t->slots = NULL;
+    t->ring = NULL;
 }
 
-struct obj *objtab_find(struct objtab *t, uint64_t hi, uint64_t lo, uint32_t index)
+int objtab_set_seq(struct objtab *t, uint64_t hi, uint64_t lo, unsigned ring_bits)
+{
+    if (t->count != 0 || ring_bits > 30)
+        return -1;
+    free(t->ring);
+    t->ring = calloc((size_t)1 << ring_bits, sizeof(*t->ring));
+    if (t->ring == NULL)
+        return -1;
+    t->rmask = ((uint64_t)1 << ring_bits) - 1;
+    t->seq_hi = hi;
+    t->seq_lo = lo;
+    return 0;
+}
+
+/* The ring slot of a sequence id, or NULL for any other id. */
+static inline struct obj **ring_slot(const struct objtab *t, uint64_t hi, uint64_t lo,
+                                     uint32_t index)
+{
+    uint64_t c = lo - t->seq_lo;
+    if (t->ring == NULL || index != 0 || hi != t->seq_hi || c == 0 || c >= (1ull << 48))
+        return NULL;
+    return &t->ring[c & t->rmask];
+}
+
+/* ---- the hash part ---- */
+
+static struct obj *hash_find(const struct objtab *t, uint64_t hi, uint64_t lo, uint32_t index)
 {
     uint64_t h = slot_hash(hi, lo, index);
     for (uint64_t i = h & t->mask;; i = (i + 1) & t->mask) {
-        struct objtab_slot *s = &t->slots[i];
+        const struct objtab_slot *s = &t->slots[i];
         if (s->hash == 0)
             return NULL;
         if (s->hash == h && s->row->id.hi == hi && s->row->id.lo == lo &&
@@ -71,18 +100,10 @@ static int grow(struct objtab *t)
     return 0;
 }
 
-int objtab_insert(struct objtab *t, struct obj *row)
+/* 0 inserted, 1 the id exists, -1 no memory */
+static int hash_insert_new(struct objtab *t, struct obj *row)
 {
-    if ((t->count + 1) * 2 > t->mask + 1 && grow(t) != 0)
-        return -1;
-    place(t->slots, t->mask, slot_hash(row->id.hi, row->id.lo, row->id.index), row);
-    t->count++;
-    return 0;
-}
-
-int objtab_insert_new(struct objtab *t, struct obj *row)
-{
-    if ((t->count + 1) * 2 > t->mask + 1 && grow(t) != 0)
+    if ((t->hcount + 1) * 2 > t->mask + 1 && grow(t) != 0)
         return -1;
     uint64_t h = slot_hash(row->id.hi, row->id.lo, row->id.index);
     uint64_t i = h & t->mask;
@@ -94,17 +115,18 @@ int objtab_insert_new(struct objtab *t, struct obj *row)
     }
     t->slots[i].hash = h;
     t->slots[i].row = row;
-    t->count++;
+    t->hcount++;
     return 0;
 }
 
-void objtab_remove(struct objtab *t, struct obj *row)
+/* 1 removed, 0 not there */
+static int hash_remove(struct objtab *t, struct obj *row)
 {
     uint64_t h = slot_hash(row->id.hi, row->id.lo, row->id.index);
     uint64_t i = h & t->mask;
     while (t->slots[i].row != row) {
         if (t->slots[i].hash == 0)
-            return;
+            return 0;
         i = (i + 1) & t->mask;
     }
     /* backward-shift deletion keeps probe sequences intact without tombstones */
@@ -115,8 +137,8 @@ void objtab_remove(struct objtab *t, struct obj *row)
         for (;;) {
             j = (j + 1) & t->mask;
             if (t->slots[j].hash == 0) {
-                t->count--;
-                return;
+                t->hcount--;
+                return 1;
             }
             uint64_t home = t->slots[j].hash & t->mask;
             /* can slot j move to i? yes if home is not cyclically in (i, j] */
@@ -128,12 +150,77 @@ void objtab_remove(struct objtab *t, struct obj *row)
     }
 }
 
+/* ---- both ---- */
+
+struct obj *objtab_find(struct objtab *t, uint64_t hi, uint64_t lo, uint32_t index)
+{
+    struct obj **rs = ring_slot(t, hi, lo, index);
+    if (rs != NULL) {
+        struct obj *r = *rs;
+        if (r != NULL && r->id.lo == lo) /* a ring row is a sequence id: hi, index match */
+            return r;
+        if (t->seq_in_hash == 0)
+            return NULL;
+    }
+    return hash_find(t, hi, lo, index);
+}
+
+int objtab_insert_new(struct objtab *t, struct obj *row)
+{
+    struct obj **rs = ring_slot(t, row->id.hi, row->id.lo, row->id.index);
+    if (rs != NULL) {
+        if (*rs != NULL && (*rs)->id.lo == row->id.lo)
+            return 1;
+        if (*rs == NULL) {
+            if (t->seq_in_hash && hash_find(t, row->id.hi, row->id.lo, row->id.index))
+                return 1;
+            *rs = row;
+            t->count++;
+            return 0;
+        }
+        /* the slot holds another live task's row: the hash part takes this one */
+    }
+    int rc = hash_insert_new(t, row);
+    if (rc == 0) {
+        t->count++;
+        if (rs != NULL)
+            t->seq_in_hash++;
+    }
+    return rc;
+}
+
+int objtab_insert(struct objtab *t, struct obj *row)
+{
+    return objtab_insert_new(t, row) == 0 ? 0 : -1;
+}
+
+void objtab_remove(struct objtab *t, struct obj *row)
+{
+    struct obj **rs = ring_slot(t, row->id.hi, row->id.lo, row->id.index);
+    if (rs != NULL && *rs == row) {
+        *rs = NULL;
+        t->count--;
+        return;
+    }
+    if (hash_remove(t, row)) {
+        t->count--;
+        if (rs != NULL)
+            t->seq_in_hash--;
+    }
+}
+
 struct obj *objtab_next(struct objtab *t, uint64_t *i)
 {
     while (*i <= t->mask) {
         struct objtab_slot *s = &t->slots[(*i)++];
         if (s->hash)
             return s->row;
+    }
+    while (t->ring != NULL && *i - (t->mask + 1) <= t->rmask) {
+        struct obj *r = t->ring[*i - (t->mask + 1)];
+        (*i)++;
+        if (r != NULL)
+            return r;
     }
     return NULL;
 }

@@ -1,7 +1,8 @@
 /*
  * test_objtab.c — the ownership table's index: insert / find / remove of random rows checked
  * against a shadow model, with tables small enough (and ids crafted) to exercise wrap-around
- * probe chains and backward-shift deletion.
+ * probe chains and backward-shift deletion; the sequence ring (the driver's ids) with a ring
+ * small enough that most rows overflow into the hash part.
  */
 #include <check.h>
 #include <stdlib.h>
@@ -16,6 +17,9 @@ struct model {
     size_t n, live;
 };
 
+#define SEQ_HI 0x5e05e05e0ull
+#define SEQ_LO 0xfffffffffffff000ull /* c = lo - SEQ_LO wraps past 2^64: must still work */
+
 static void model_init(struct model *m, size_t n, uint64_t seed, int narrow)
 {
     m->rows = calloc(n, sizeof(*m->rows));
@@ -23,6 +27,14 @@ static void model_init(struct model *m, size_t n, uint64_t seed, int narrow)
     m->n = n;
     m->live = 0;
     for (size_t i = 0; i < n; i++) {
+        /* narrow == 2: the driver's sequence ids (objtab_set_seq), with every 5th row a
+         * random id and every 7th a sequence id's second return (neither goes to the ring) */
+        if (narrow == 2) {
+            m->rows[i].id.hi = i % 5 == 4 ? tu_rnd(&seed) : SEQ_HI;
+            m->rows[i].id.lo = i % 5 == 4 ? tu_rnd(&seed) : SEQ_LO + 1 + i;
+            m->rows[i].id.index = i % 7 == 6 ? 1 : 0;
+            continue;
+        }
         /* narrow: few distinct (hi, lo), many indices -> ids that differ in one field only */
         if (narrow) {
             m->rows[i].id.hi = 42 + i / 1000;
@@ -64,8 +76,12 @@ static void check_all(struct objtab *t, struct model *m)
         seen++;
     }
     ck_assert_uint_eq(seen, m->live);
-    /* load factor stays at most 50% */
-    ck_assert_uint_le(t->count * 2, t->mask + 1);
+    /* load factor of the hash part stays at most 50% */
+    ck_assert_uint_le(t->hcount * 2, t->mask + 1);
+    uint64_t inring = 0;
+    for (uint64_t i = 0; t->ring && i <= t->rmask; i++)
+        inring += t->ring[i] != NULL;
+    ck_assert_uint_eq(t->count, t->hcount + inring);
 }
 
 static void random_ops(size_t nrows, size_t nops, uint64_t seed, int narrow, int check_every)
@@ -74,6 +90,8 @@ static void random_ops(size_t nrows, size_t nops, uint64_t seed, int narrow, int
     struct model m;
     ck_assert_int_eq(objtab_init(&t, 1), 0);
     ck_assert_uint_eq(t.mask + 1, 64);
+    if (narrow == 2) /* a ring of 64 for 2,000 rows: most slots are contended */
+        ck_assert_int_eq(objtab_set_seq(&t, SEQ_HI, SEQ_LO, 6), 0);
     model_init(&m, nrows, seed ^ 0x55, narrow);
     for (size_t op = 0; op < nops; op++) {
         size_t i = tu_rnd(&seed) % nrows;
@@ -105,6 +123,7 @@ static void random_ops(size_t nrows, size_t nops, uint64_t seed, int narrow, int
         }
     check_all(&t, &m);
     ck_assert_uint_eq(t.count, 0);
+    ck_assert_uint_eq(t.seq_in_hash, 0);
     for (uint64_t i = 0; i <= t.mask; i++)
         ck_assert(t.slots[i].hash == 0 && t.slots[i].row == NULL);
     objtab_fini(&t);
@@ -127,6 +146,40 @@ END_TEST
 START_TEST(narrow_ids)
 {
     random_ops(5000, 30000, 0x77ull, 1, 10000);
+}
+END_TEST
+
+START_TEST(sequence_ring_vs_model)
+{
+    /* the driver's ids in a ring of 64 slots, overflowing into the hash part and back */
+    random_ops(2000, 60000, 0x5e9ull, 2, 2000);
+    random_ops(70, 20000, 0x5eaull, 2, 1);
+}
+END_TEST
+
+START_TEST(sequence_ids_are_not_inserted_twice)
+{
+    struct objtab t;
+    static struct obj a[200], dup;
+    ck_assert_int_eq(objtab_init(&t, 1), 0);
+    ck_assert_int_eq(objtab_set_seq(&t, SEQ_HI, SEQ_LO, 6), 0);
+    for (int i = 0; i < 200; i++) { /* 64 in the ring, the rest in the hash part */
+        a[i].id.hi = SEQ_HI;
+        a[i].id.lo = SEQ_LO + 1 + (uint64_t)i;
+        ck_assert_int_eq(objtab_insert_new(&t, &a[i]), 0);
+    }
+    ck_assert_uint_eq(t.count, 200);
+    ck_assert_uint_eq(t.seq_in_hash, 200 - 64);
+    /* free the ring slot of a hash-resident id: inserting that id again must still see it */
+    objtab_remove(&t, &a[70 - 64]);
+    dup = a[70];
+    ck_assert_int_eq(objtab_insert_new(&t, &dup), 1);
+    dup = a[3]; /* in the ring */
+    ck_assert_int_eq(objtab_insert_new(&t, &dup), 1);
+    ck_assert_ptr_eq(objtab_find(&t, SEQ_HI, SEQ_LO + 71, 0), &a[70]);
+    ck_assert_ptr_null(objtab_find(&t, SEQ_HI, SEQ_LO + 7, 0)); /* a[6] was removed */
+    ck_assert_ptr_null(objtab_find(&t, SEQ_HI, SEQ_LO + 1000, 0));
+    objtab_fini(&t);
 }
 END_TEST
 
@@ -247,6 +300,8 @@ int main(void)
     tcase_add_test(tc, random_small_full_checks);
     tcase_add_test(tc, narrow_ids);
     tcase_add_test(tc, remove_absent_is_harmless);
+    tcase_add_test(tc, sequence_ring_vs_model);
+    tcase_add_test(tc, sequence_ids_are_not_inserted_twice);
     tcase_add_test(tc, wrapping_cluster);
     tcase_add_test(tc, growth_keeps_rows);
     suite_add_tcase(s, tc);
