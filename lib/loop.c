@@ -369,9 +369,13 @@ static int loop_sleep_ns(struct rt *rt, uint64_t timeout_ns, int how)
         atomic_store_explicit(&rt->loop_sleeping, 0, memory_order_relaxed);
         return woken;
     }
+#ifdef DEED_HAVE_EPOLL_PWAIT2
     int n = epoll_pwait2(rt->epfd, ev, 4, &ts, NULL);
     if (n < 0 && errno == ENOSYS) /* kernels before 5.11 */
         n = epoll_wait(rt->epfd, ev, 4, (int)((timeout_ns + 999999) / 1000000));
+#else
+    int n = epoll_wait(rt->epfd, ev, 4, (int)((timeout_ns + 999999) / 1000000));
+#endif
     if (n < 0 && errno != EINTR)
         log_error("loop: epoll_wait: %s", strerror(errno));
     for (int i = 0; i < n; i++) {
