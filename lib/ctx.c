@@ -8,6 +8,7 @@
  * DEED_ERR_FINALIZED for as long as possible.
  */
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -324,6 +325,8 @@ DEED_API deed_status_t deed_init(const deed_config_t *cfg_in, deed_ctx_t **ctx_o
     rt->lineage_max = cfg.lineage_max;
     const char *fk = getenv("DEED_FAULT_KILL_AFTER_TASKS");
     rt->fault_kill_after = fk ? strtoull(fk, NULL, 10) : 0;
+    fk = getenv("DEED_FAULT_KILL_IN_FINALIZE"); /* tests: this rank dies between the rounds */
+    rt->fault_kill_fin = fk ? (int32_t)strtol(fk, NULL, 10) : -1;
     if (rt->nranks > 1 && ((rc = net_init(rt)) != DEED_OK || (rc = remote_init(rt)) != DEED_OK ||
                            (rc = lease_init(rt)) != DEED_OK))
         goto err;
@@ -431,6 +434,11 @@ DEED_API deed_status_t deed_finalize(deed_ctx_t *ctx)
             loop_post(rt, &f.h);
             completion_wait(&f.done, 1, 0, rt->spin_ns);
             atomic_store(&rt->finalizing, 1); /* peers leaving from now on is expected */
+            if (round == 1 && rt->fault_kill_fin == (int32_t)rt->rank) {
+                log_warn("deed_finalize: killing this rank between the finalize rounds "
+                         "(DEED_FAULT_KILL_IN_FINALIZE)");
+                raise(SIGKILL);
+            }
         }
     }
     /* 2. no more calls */

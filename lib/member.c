@@ -209,8 +209,27 @@ static void declare(struct rt *rt, uint32_t d);
 static void suspect(struct rt *rt, uint32_t d, const char *how)
 {
     struct member *m = rt->member;
-    if (m->dead[d] || atomic_load(&rt->finalizing))
+    if (m->dead[d])
         return;
+    if (atomic_load(&rt->finalizing)) {
+        /* Past finalize's first round every task is done: a rank that goes now (it
+         * finished, or it died) needs no repair, but it must not hold up the second round.
+         * Before, its death was ignored here and the others waited for its FIN_ENTER
+         * forever (a soak job killed in that window hung in deed_finalize). */
+        if (rt->rank == 0) {
+            m->dead[d] = 1;
+            if (m->pidfd[d] >= 0) {
+                close(m->pidfd[d]);
+                m->pidfd[d] = -1;
+            }
+            log_debug("member: rank %u left during finalize (%s)", d, how);
+            fin_check(rt);
+        } else if (d == 0 && m->fin_req) {
+            log_debug("member: rank 0 left during finalize (%s)", how);
+            fin_release(rt, m->fin_round); /* nobody is left to release this round */
+        }
+        return;
+    }
     if (d == 0) {
         rank0_died(rt, how);
         return;

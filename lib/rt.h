@@ -334,6 +334,7 @@ struct rt {
     uint32_t heartbeat_ms, heartbeat_timeout_ms;
     int32_t default_retries;         /* re-runs after a rank failure when a submit says -1 */
     uint64_t fault_kill_after;       /* DEED_FAULT_KILL_AFTER_TASKS (tests): 0 = off */
+    int32_t fault_kill_fin;          /* DEED_FAULT_KILL_IN_FINALIZE (tests): rank, or -1 */
     struct task *lineage_head, *lineage_tail;
     uint64_t lineage_bytes, lineage_max;
     _Atomic int finalizing;          /* past the finalize barriers */

@@ -34,6 +34,8 @@
  *   startup_death (3 ranks) rank 2 SIGKILLs itself before deed_init: ranks 0 and 1 start
  *                without it (deed_init succeeds, ranks_dead == 1 at once), 200 tasks, every
  *                4th pinned to rank 2, all run elsewhere with correct results.
+ *   fin_death    (3 ranks) rank 2 SIGKILLs itself between deed_finalize's two rounds
+ *                (DEED_FAULT_KILL_IN_FINALIZE): ranks 0 and 1 still finish deed_finalize.
  *   rank0_dies   (4 ranks, --kill 0@MS) rank 0 is SIGKILLed while it drives: every other rank
  *                exits by itself (exit code 3, not stopped by deedrun) within 2 s of rank 0's
  *                death, with a message containing "rank 0 died"; deedrun exits non-zero.
@@ -945,6 +947,38 @@ static void scn_startup_death(deed_ctx_t *ctx)
            N, pinned, VICTIM, wrong);
 }
 
+/* ---- fin_death: a rank dies between deed_finalize's two rounds ---- */
+
+static void scn_fin_death(deed_ctx_t *ctx)
+{
+    /* some work on every rank first; then each rank finalizes, and rank 2 kills itself
+     * after the first round (DEED_FAULT_KILL_IN_FINALIZE, set in rank_main) */
+    enum { N = 60 };
+    deed_task_id_t tid = deed_task_id("ft_sleep_sq");
+    deed_ref_t refs[N];
+    int wrong = 0;
+    for (int i = 0; i < N; i++) {
+        struct sq_arg a = {i, 0, 0};
+        deed_arg_in_t in[1] = {DEED_VAL(&a, sizeof(a))};
+        deed_submit_opts_t o = DEED_SUBMIT_OPTS_INIT;
+        o.rank = i % deed_nranks(ctx);
+        int rc = deed_submit_opts(ctx, tid, in, 1, &refs[i], 1, &o);
+        CHECK(rc == DEED_OK, "submit %d: %s", i, deed_strerror(rc));
+        if (rc != DEED_OK)
+            refs[i] = DEED_REF_NULL;
+    }
+    for (int i = 0; i < N; i++) {
+        struct vr v;
+        if (deed_ref_is_null(refs[i]) || g_stuck)
+            continue;
+        if (get_exact(ctx, refs[i], &v, sizeof(v), "fin_death task") == 0)
+            wrong += v.v != (int64_t)i * i + 1;
+        deed_ref_release(ctx, refs[i]);
+    }
+    CHECK(wrong == 0, "%d wrong results", wrong);
+    printf("%s: %d tasks on %d ranks done; finalizing\n", g_scn, N, deed_nranks(ctx));
+}
+
 static int rank_main(const char *scn, const char *arg)
 {
     deed_ctx_t *ctx = NULL;
@@ -959,6 +993,8 @@ static int rank_main(const char *scn, const char *arg)
         fflush(stdout);
         raise(SIGKILL);
     }
+    if (strcmp(scn, "fin_death") == 0)
+        setenv("DEED_FAULT_KILL_IN_FINALIZE", "2", 1);
     int rc = deed_init(NULL, &ctx);
     if (rc != DEED_OK) {
         printf("%s: deed_init failed: %s\n", scn, deed_strerror(rc));
@@ -982,6 +1018,8 @@ static int rank_main(const char *scn, const char *arg)
             scn_startup_death(ctx);
         else if (strcmp(scn, "rank0_dies") == 0)
             scn_rank0_dies(ctx);
+        else if (strcmp(scn, "fin_death") == 0)
+            scn_fin_death(ctx);
         else if (strcmp(scn, "soak") == 0)
             scn_soak(ctx, arg ? strtoull(arg, NULL, 10) : 1);
         else
@@ -1233,6 +1271,30 @@ static void run_rank0_dies(const char *tls)
     free(out);
 }
 
+/* fin_death: rank 2 dies between deed_finalize's rounds; ranks 0 and 1 must still finish
+ * (before the fix, the second round waited for rank 2 forever: a rare soak hang). */
+static void run_fin_death(const char *tls)
+{
+    const int n = 3;
+    const char *opts[] = {"--keep-going", NULL};
+    char *out = NULL;
+    int st = run_job(tls, n, opts, "fin_death", NULL, 60, &out);
+    fprintf(stderr, "==== fin_death over UCX_TLS=%s (%d ranks) ====\n%s", tls, n, out);
+    ck_assert_msg(st != -1, "fin_death (UCX_TLS=%s): timed out: a rank hung in deed_finalize",
+                  tls);
+    ck_assert_msg(has_line(out, 0, "fin_death: PASS"), "fin_death (UCX_TLS=%s): no PASS", tls);
+    ck_assert_msg(strstr(out, "DEED_FAULT_KILL_IN_FINALIZE") != NULL &&
+                      strstr(out, "deedrun: rank 2 killed by signal 9") != NULL,
+                  "fin_death (UCX_TLS=%s): rank 2 was not killed inside deed_finalize", tls);
+    for (int r = 0; r < 2; r++) {
+        char line[64];
+        snprintf(line, sizeof(line), "fin_death: rank %d finalized", r);
+        ck_assert_msg(has_line(out, r, line), "fin_death (UCX_TLS=%s): rank %d did not finish "
+                      "deed_finalize", tls, r);
+    }
+    free(out);
+}
+
 /* One soak job: a random DAG (seed) while a random non-zero rank dies at a random time.
  * Returns 1 on a pass. */
 static int soak_job(const char *tls, int nranks, uint64_t seed)
@@ -1286,6 +1348,18 @@ START_TEST(tcp_rank0_dies)
 }
 END_TEST
 
+START_TEST(shm_fin_death)
+{
+    run_fin_death(TLS_SHM);
+}
+END_TEST
+
+START_TEST(tcp_fin_death)
+{
+    run_fin_death(TLS_TCP);
+}
+END_TEST
+
 START_TEST(short_soak)
 {
     int pass = 0;
@@ -1304,11 +1378,13 @@ static Suite *fault_suite(void)
     tcase_set_timeout(shm, 300);
     tcase_add_loop_test(shm, shm_scenario, 0, NSCENARIOS);
     tcase_add_test(shm, shm_rank0_dies);
+    tcase_add_test(shm, shm_fin_death);
     suite_add_tcase(s, shm);
     TCase *tcp = tcase_create("tcp");
     tcase_set_timeout(tcp, 300);
     tcase_add_loop_test(tcp, tcp_scenario, 0, NSCENARIOS);
     tcase_add_test(tcp, tcp_rank0_dies);
+    tcase_add_test(tcp, tcp_fin_death);
     suite_add_tcase(s, tcp);
     TCase *soak = tcase_create("soak");
     tcase_set_timeout(soak, 600);
