@@ -301,6 +301,8 @@ struct rt {
     _Atomic int loop_sleeping;
     _Atomic int net_deferred;        /* a pass left its batches unsent (see loop.c) */
     _Atomic uint64_t passes;         /* passes made by threads other than the loop thread */
+    _Atomic uint64_t rests;          /* loop_rest calls (a driving thread went to sleep) */
+    uint64_t rests_seen;             /* loop thread only */
     uint64_t net_defer_since;        /* loop-owned: when the first pass left them */
     uint32_t net_defer_passes;       /* loop-owned: passes since */
     uint32_t light_passes;           /* loop-owned: deferring passes (loop.c: combine) */
