@@ -350,6 +350,15 @@ static void dispatch(struct rt *rt, struct msg *m)
     }
 }
 
+/* Consume the eventfd's wake-ups; returns 1 (someone asked for a pass). */
+static int efd_drain(struct rt *rt)
+{
+    uint64_t v;
+    ssize_t r = read(rt->efd, &v, sizeof(v));
+    (void)r;
+    return 1;
+}
+
 /* Sleep in epoll (the eventfd, the transport's fd when armed, peers' pidfds). `how`:
  * LOOP_SLEEP for a sleep that a poster's deferred batch must interrupt, LOOP_NAP for a short
  * one (see loop_main). Returns whether the eventfd woke it (someone asked for a pass). */
@@ -370,13 +379,8 @@ static int loop_sleep_ns(struct rt *rt, uint64_t timeout_ns, int how)
         }
         /* the eventfd only: the transport's fd is not armed and may stay readable */
         struct pollfd pfd = {rt->efd, POLLIN, 0};
-        int pn = ppoll(&pfd, 1, &ts, NULL);
-        if (pn > 0) {
-            uint64_t v;
-            ssize_t r = read(rt->efd, &v, sizeof(v));
-            (void)r;
-            woken = 1;
-        }
+        if (ppoll(&pfd, 1, &ts, NULL) > 0)
+            woken = efd_drain(rt);
         atomic_store_explicit(&rt->loop_sleeping, 0, memory_order_relaxed);
         return woken;
     }
@@ -389,14 +393,9 @@ static int loop_sleep_ns(struct rt *rt, uint64_t timeout_ns, int how)
 #endif
     if (n < 0 && errno != EINTR)
         log_error("loop: epoll_wait: %s", strerror(errno));
-    for (int i = 0; i < n; i++) {
-        if (ev[i].data.fd == rt->efd) {
-            uint64_t v;
-            ssize_t r = read(rt->efd, &v, sizeof(v));
-            (void)r;
-            woken = 1;
-        }
-    }
+    for (int i = 0; i < n; i++)
+        if (ev[i].data.fd == rt->efd)
+            woken = efd_drain(rt);
     atomic_store_explicit(&rt->loop_sleeping, 0, memory_order_relaxed);
     return woken;
 }

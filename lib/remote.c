@@ -792,6 +792,58 @@ static void merge_borrowers(struct rt *rt, struct obj *row, uint32_t b)
         log_error("remote: out of memory recording a borrower");
 }
 
+/* The pending task a reply from src is about, taken out of the pending table; NULL (and
+ * the task left pending: the real reply may still come) when it is unknown, went to another
+ * rank, or (nrets_matter) the reply's return count is wrong. */
+static struct task *reply_match(struct rt *rt, uint32_t src, uint64_t hi, uint64_t lo,
+                                uint32_t nrets, int nrets_matter)
+{
+    struct task *t = pending_take(rt, hi, lo);
+    if (t == NULL) {
+        log_warn("remote: reply from rank %u for an unknown task", src);
+        return NULL;
+    }
+    if (t->exec_rank != src || (nrets_matter && nrets != t->nrets)) {
+        uint32_t b = pending_bucket(t->id);
+        t->hnext = rt->remote->pending[b];
+        rt->remote->pending[b] = t;
+        return NULL;
+    }
+    rt->remote->inflight[src]--;
+    return t;
+}
+
+/* An inline return's bytes (len u32 + bytes) into ret; -1 when the reply is malformed or
+ * the owner has no memory (t->err set). */
+static int reply_inline_ret(struct task *t, struct task_ret *ret, struct rbuf *r)
+{
+    uint32_t n;
+    const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
+    if (r->err)
+        return -1;
+    if (n) {
+        if ((ret->data = value_inline_alloc(n)) == NULL) {
+            t->err = err_new(DEED_ERR_NO_MEMORY, 0, "owner out of memory");
+            return -1;
+        }
+        memcpy(ret->data, bytes, n);
+        ret->where = WHERE_INLINE;
+    }
+    ret->size = n;
+    return 0;
+}
+
+/* The end of both reply forms: a failed task's returns become its error, the lease gets
+ * its room back, the task finishes. */
+static int reply_finish(struct rt *rt, struct task *t, struct rbuf *r)
+{
+    if (t->err)
+        task_drop_returns(rt, t, 1);
+    lease_task_done(rt, t);
+    task_finish(rt, t);
+    return r->err ? -1 : 0;
+}
+
 static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
 {
     uint64_t hi = rbuf_u64(r), lo = rbuf_u64(r);
@@ -802,37 +854,17 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
     uint32_t nrets = rbuf_u16(r);
     if (r->err)
         return -1;
-    struct task *t = pending_take(rt, hi, lo);
-    if (t == NULL) {
-        log_warn("remote: reply from rank %u for an unknown task", src);
+    struct task *t = reply_match(rt, src, hi, lo, nrets, status == 0);
+    if (t == NULL)
         return -1;
-    }
-    if (t->exec_rank != src || (status == 0 && nrets != t->nrets)) {
-        /* put it back: the real reply may still come */
-        uint32_t b = pending_bucket(t->id);
-        t->hnext = rt->remote->pending[b];
-        rt->remote->pending[b] = t;
-        return -1;
-    }
-    rt->remote->inflight[src]--;
     if (status != 0)
         t->err = err_new(status, user_code, "%.*s", (int)mlen, msg ? msg : "");
     for (uint32_t i = 0; status == 0 && i < nrets; i++) {
         struct task_ret *ret = &t->rets[i];
         uint8_t kind = rbuf_u8(r);
         if (kind == RET_INLINE) {
-            uint32_t n;
-            const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
-            if (n) {
-                ret->data = value_inline_alloc(n);
-                if (ret->data == NULL) {
-                    t->err = err_new(DEED_ERR_NO_MEMORY, 0, "owner out of memory");
-                    break;
-                }
-                memcpy(ret->data, bytes, n);
-                ret->where = WHERE_INLINE;
-            }
-            ret->size = n;
+            if (reply_inline_ret(t, ret, r) != 0 && t->err)
+                break;
         } else if (kind == RET_LOCATED) {
             ret->size = rbuf_u64(r);
             if (rbuf_loc(rt, r, &ret->loc) != 0 || ret->loc.rank != src)
@@ -879,11 +911,7 @@ static int on_task_reply(struct rt *rt, uint32_t src, struct rbuf *r)
                 merge_borrowers(rt, row, b);
         }
     }
-    if (t->err)
-        task_drop_returns(rt, t, 1);
-    lease_task_done(rt, t);
-    task_finish(rt, t);
-    return r->err ? -1 : 0;
+    return reply_finish(rt, t, r);
 }
 
 /* TASK_DONE: id | nrets u16 | (len u32 | bytes) * nrets — a TASK_REPLY with status 0,
@@ -894,42 +922,17 @@ static int on_task_done(struct rt *rt, uint32_t src, struct rbuf *r)
     uint32_t nrets = rbuf_u16(r);
     if (r->err)
         return -1;
-    struct task *t = pending_take(rt, hi, lo);
-    if (t == NULL) {
-        log_warn("remote: reply from rank %u for an unknown task", src);
+    struct task *t = reply_match(rt, src, hi, lo, nrets, 1);
+    if (t == NULL)
         return -1;
-    }
-    if (t->exec_rank != src || nrets != t->nrets) {
-        uint32_t b = pending_bucket(t->id); /* put it back: the real reply may still come */
-        t->hnext = rt->remote->pending[b];
-        rt->remote->pending[b] = t;
-        return -1;
-    }
-    rt->remote->inflight[src]--;
     for (uint32_t i = 0; i < nrets; i++) {
-        struct task_ret *ret = &t->rets[i];
-        uint32_t n;
-        const void *bytes = rbuf_blob(r, &n, WIRE_MAX_MSG);
-        if (r->err)
+        t->rets[i].refs_counted = 1; /* no refs inside: nothing to count */
+        if (reply_inline_ret(t, &t->rets[i], r) != 0)
             break;
-        if (n) {
-            if ((ret->data = value_inline_alloc(n)) == NULL) {
-                t->err = err_new(DEED_ERR_NO_MEMORY, 0, "owner out of memory");
-                break;
-            }
-            memcpy(ret->data, bytes, n);
-            ret->where = WHERE_INLINE;
-        }
-        ret->size = n;
-        ret->refs_counted = 1; /* no refs inside: nothing to count */
     }
     if (r->err && t->err == NULL)
         t->err = err_new(DEED_ERR_INTERNAL, 0, "malformed reply from rank %u", src);
-    if (t->err)
-        task_drop_returns(rt, t, 1);
-    lease_task_done(rt, t);
-    task_finish(rt, t);
-    return r->err ? -1 : 0;
+    return reply_finish(rt, t, r);
 }
 
 /* ---- locate, pull, copies ------------------------------------------------------------------ */
